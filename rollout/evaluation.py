@@ -1,0 +1,105 @@
+"""Evaluate a registered policy (expert, random, ...) on a harness over many seeded episodes.
+
+Episode i uses seed `seed + i` for both the harness and the policy, so a report is reproducible and two
+policies evaluated with the same seed face the same episodes. `terrarium eval` prints this report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from statistics import fmean
+from typing import Any
+
+from rollout.harnesses.base import BaseHarness
+from rollout.harnesses.experts import Policy
+from rollout.harnesses.registry import make_harness, make_policy
+
+# Refused actions cost no step, so a policy that repeats one forever would never end its episode.
+MAX_CONSECUTIVE_REFUSALS = 10
+
+
+@dataclass
+class EvalReport:
+    harness: str
+    policy: str
+    episodes: int
+    seed: int
+    success_rate: float
+    mean_reward: float
+    mean_steps: float
+    # status_<s>: fraction of episodes that ended with status s ("aborted": stuck on refused actions);
+    # max_steps; mean_steps_success (when any succeeded); refused_per_episode; mean_<k> for each number
+    # the harness adds to get_stats().metadata (its own figures).
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Episode:
+    status: str
+    success: bool
+    reward: float
+    steps: int
+    refused: int
+    figures: dict[str, float]
+
+
+def evaluate(harness: str, policy: str, episodes: int, seed: int = 0) -> EvalReport:
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    environment = make_harness(harness)
+    agent = make_policy(harness, policy)
+
+    async def play_all() -> list[_Episode]:
+        return [await _play(environment, agent, seed + i) for i in range(episodes)]
+
+    played = asyncio.run(play_all())
+    successes = [e for e in played if e.success]
+    statuses = Counter(e.status for e in played)
+    metrics: dict[str, float] = {f"status_{s}": n / episodes for s, n in sorted(statuses.items())}
+    metrics["max_steps"] = max(e.steps for e in played)
+    if successes:
+        metrics["mean_steps_success"] = fmean(e.steps for e in successes)
+    metrics["refused_per_episode"] = fmean(e.refused for e in played)
+    for key in sorted({k for e in played for k in e.figures}):
+        metrics[f"mean_{key}"] = fmean(e.figures[key] for e in played if key in e.figures)
+    return EvalReport(
+        harness=harness,
+        policy=policy,
+        episodes=episodes,
+        seed=seed,
+        success_rate=len(successes) / episodes,
+        mean_reward=fmean(e.reward for e in played),
+        mean_steps=fmean(e.steps for e in played),
+        metrics=metrics,
+    )
+
+
+async def _play(harness: BaseHarness, policy: Policy, seed: int) -> _Episode:
+    policy.reset(seed)
+    observation = await harness.reset(seed)
+    refused = consecutive_refusals = 0
+    while not harness.is_done() and consecutive_refusals < MAX_CONSECUTIVE_REFUSALS:
+        action = policy.act(observation)
+        result = await harness.step(action.name, **action.arguments)
+        observation = result.observation
+        consecutive_refusals = 0 if result.step_used else consecutive_refusals + 1
+        refused += not result.step_used
+    stats = harness.get_stats()
+    figures = {
+        k: float(v)
+        for k, v in stats.metadata.items()
+        if k != "seed" and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    return _Episode(
+        status=stats.metadata["status"] if harness.is_done() else "aborted",
+        success=stats.success,
+        reward=stats.total_reward,
+        steps=stats.total_steps,
+        refused=refused,
+        figures=figures,
+    )

@@ -1,0 +1,53 @@
+"""The record of one finished episode: what the learner trains on and the store keeps.
+
+Token ids are kept exactly as the engine generated them and as the observations were tokenized; text is
+never re-encoded, so the learner scores the very tokens the engine sampled (no retokenization drift).
+`loss_mask` is 1 only on tokens the policy generated; `logprobs` holds the engine's logprob of each token
+(0.0 where the mask is 0), aligned with `token_ids`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Trajectory:
+    episode_id: str  # unique per (run, step, group, index): a replayed episode keeps its id, so no duplicates
+    run_id: str
+    step: int  # the training step whose rollouts produced it
+    group_id: str  # episodes of one group share the harness seed; GRPO normalises within a group
+    harness: str
+    seed: int
+    policy_version: int
+    token_ids: list[int]
+    loss_mask: list[int]
+    logprobs: list[float]
+    prompt_length: int  # tokens of the first rendered prompt (mask 0)
+    turn_rewards: list[float]
+    total_reward: float
+    status: str  # the harness status at the end: completed, failed, timeout, error, or truncated
+    num_turns: int
+    parse_failures: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: generate, harness, total
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.token_ids)
+        if len(self.loss_mask) != n or len(self.logprobs) != n:
+            raise ValueError(
+                f"trajectory {self.episode_id}: token_ids ({n}), loss_mask ({len(self.loss_mask)}) and "
+                f"logprobs ({len(self.logprobs)}) must have the same length"
+            )
+
+    @property
+    def num_policy_tokens(self) -> int:
+        return sum(self.loss_mask)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trajectory:
+        return cls(**data)

@@ -1,0 +1,50 @@
+"""Shared test fixtures: one local Ray cluster, one tiny model and one vLLM engine per test session.
+
+Starting vLLM costs tens of seconds on this machine, so tests share the engine; a test that changes the
+engine's weights puts the original ones back.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from rollout.corpus import harness_corpus
+    from rollout.tiny_model import TinyModelSpec, build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", TinyModelSpec(), harness_corpus())
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    # Logical CPUs: engines, rollout workers and learner ranks each reserve one; the 2 real cores are shared.
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def engine_config():
+    from rollout.engine import EngineConfig
+
+    return EngineConfig(dtype="float32", max_model_len=2048, max_num_seqs=64)
+
+
+@pytest.fixture(scope="session")
+def engine(ray_session, tiny_model_dir, engine_config):
+    from rollout.engine import start_engines
+
+    (handle,) = start_engines(str(tiny_model_dir), engine_config)
+    yield handle
+    ray_session.get(handle.shutdown.remote())

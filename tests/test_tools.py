@@ -1,0 +1,255 @@
+"""The tool adapter: OpenAI tool schemas, parsing replies into actions, the canonical tool-call text, and
+dispatching calls across several harnesses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import string
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from rollout.harnesses.base import ActionDefinition, ActionResult, BaseHarness, Observation
+from rollout.harnesses.number_guess import NumberGuessHarness
+from rollout.harnesses.text_adventure import NUMERIC_ACTIONS, TextAdventureHarness
+from rollout.harnesses.tools import (
+    Action,
+    ActionParseError,
+    HarnessToolAdapter,
+    format_action,
+    openai_tools,
+    parse_action,
+)
+
+GUESS = NumberGuessHarness().get_action_space()
+ADVENTURE = TextAdventureHarness().get_action_space()
+
+
+class EchoHarness(BaseHarness):
+    """Actions with underscores in their names and a parameter called "action"."""
+
+    def __init__(self, name: str, actions: list[str]) -> None:
+        super().__init__(name, "echo")
+        self.actions = actions
+
+    def get_action_space(self) -> list[ActionDefinition]:
+        return [ActionDefinition(a, "echo", {"action": {"type": "string"}}) for a in self.actions]
+
+    async def _reset(self, rng) -> Observation:
+        return Observation(content="ready")
+
+    async def _step(self, action: str, params: dict[str, Any]) -> ActionResult:
+        return ActionResult(success=True, observation=Observation(content=f"{self.name}:{action}:{params['action']}"))
+
+
+# --- schemas ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("actions", [GUESS, ADVENTURE], ids=["number_guess", "text_adventure"])
+def test_openai_tools_have_valid_json_schemas(actions):
+    tools = openai_tools(actions)
+    assert [t["function"]["name"] for t in tools] == [a.name for a in actions]
+    for tool in tools:
+        assert tool["type"] == "function"
+        Draft202012Validator.check_schema(tool["function"]["parameters"])
+
+
+def test_guess_schema_refuses_out_of_range_numbers():
+    validator = Draft202012Validator(openai_tools(GUESS)[0]["function"]["parameters"])
+    assert validator.is_valid({"number": 1}) and validator.is_valid({"number": 100})
+    assert not validator.is_valid({"number": 0}) and not validator.is_valid({"number": 101})
+
+
+# --- parse_action ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,actions,expected",
+    [
+        ('<tool_call>{"name": "guess", "arguments": {"number": 50}}</tool_call>', GUESS, Action("guess", {"number": 50})),
+        ('<think>half of 100</think>\n<tool_call>\n{"name": "guess", "arguments": {"number": 50}}\n</tool_call>',
+         GUESS, Action("guess", {"number": 50})),
+        ('<tool_call>{"name": "guess", "arguments": {"number": 7}}', GUESS, Action("guess", {"number": 7})),
+        ('{"name": "guess", "arguments": {"number": 50}}', GUESS, Action("guess", {"number": 50})),
+        ('{"name": "guess", "arguments": {"number": "50"}}', GUESS, Action("guess", {"number": 50})),
+        ('{"name": "inventory"}', ADVENTURE, Action("inventory", {})),
+        ("guess 50", GUESS, Action("guess", {"number": 50})),
+        ("  Guess 12 \n", GUESS, Action("guess", {"number": 12})),
+        ("guess 500", GUESS, Action("guess", {"number": 500})),  # range is the harness's to refuse
+        ("go north", ADVENTURE, Action("go", {"direction": "north"})),
+        ("take key", ADVENTURE, Action("take", {"item": "key"})),
+        ("take golden key", ADVENTURE, Action("take", {"item": "golden key"})),
+        ("inventory", ADVENTURE, Action("inventory", {})),
+    ],
+)
+def test_parse_action_accepts_tool_calls_and_plain_commands(text, actions, expected):
+    assert parse_action(text, actions) == expected
+
+
+@pytest.mark.parametrize(
+    "text,actions,message",
+    [
+        ("", GUESS, "empty reply"),
+        ("   ", GUESS, "empty reply"),
+        ("guess", GUESS, "takes 1 argument"),
+        ("guess fifty", GUESS, "number must be an integer, got 'fifty'"),
+        ("guess 5.5", GUESS, "must be an integer"),
+        ("guess 50 51", GUESS, "takes 1 argument"),
+        ("inventory now", ADVENTURE, "takes 0 argument"),
+        ("fly north", ADVENTURE, "unknown action 'fly'; available: go, take, inventory"),
+        ("<tool_call>guess 50</tool_call>", GUESS, "not valid JSON"),
+        ('<tool_call>{"name": "guess", "arguments": {"number": 1}}</tool_call>'
+         '<tool_call>{"name": "guess", "arguments": {"number": 2}}</tool_call>', GUESS, "2 tool calls"),
+        ('{"name": 5, "arguments": {}}', GUESS, '"name" string'),
+        ('{"arguments": {"number": 5}}', GUESS, '"name" string'),
+        ('{"name": "guess", "arguments": [50]}', GUESS, "must be a JSON object, got list"),
+        ('{"name": "guess", "arguments": {"num": 50}}', GUESS, r"missing \['number'\]; unknown \['num'\]"),
+        ('{"name": "guess", "arguments": {}}', GUESS, r"missing \['number'\]"),
+        ('{"name": "guess", "arguments": {"number": 5}, "id": 1}', GUESS, "unknown keys"),
+        ('{"name": "guess", "arguments": {"number": "five"}}', GUESS, "must be an integer"),
+        ('["guess", 50]', GUESS, "unknown action"),
+        ('{"name": "guess", "arguments": {"number": 50}} and more', GUESS, "not valid JSON"),
+        ("guess 50", [], "no actions"),
+        pytest.param('{"name": "guess", "arguments": ' + "[" * 100_000, GUESS, "nested too deeply", id="deep"),
+    ],
+)
+def test_parse_action_rejects_malformed_replies_with_a_reason(text, actions, message):
+    with pytest.raises(ActionParseError, match=message):
+        parse_action(text, actions)
+
+
+def test_parse_error_is_a_value_error_and_non_text_is_refused():
+    assert issubclass(ActionParseError, ValueError)
+    with pytest.raises(ActionParseError, match="as text"):
+        parse_action(None, GUESS)  # type: ignore[arg-type]
+
+
+def test_parse_action_never_raises_anything_but_action_parse_error():
+    """Random junk, and valid tool calls with random characters changed."""
+    rng = random.Random(0)
+    valid = [format_action(Action("guess", {"number": n})) for n in (1, 50, 100)] + [
+        format_action(a) for a in NUMERIC_ACTIONS
+    ]
+    alphabet = string.printable + "<>{}[]\":,"
+    pieces = ["<tool_call>", "</tool_call>", '{"name": "guess", "arguments": {"number": ', "}", "guess ", "go ",
+              "take ", "north", "50", "1e999", "null", "true", '"', "\\u0000", "inventory"]
+    for _ in range(3000):
+        parts = [rng.choice(pieces) if rng.random() < 0.5 else "".join(rng.choices(alphabet, k=rng.randint(0, 6)))
+                 for _ in range(rng.randint(0, 6))]
+        mutated = list(rng.choice(valid))
+        for _ in range(rng.randint(1, 3)):
+            mutated[rng.randrange(len(mutated))] = rng.choice(alphabet) if rng.random() < 0.7 else ""
+        for text, actions in [("".join(parts), GUESS), ("".join(parts), ADVENTURE), ("".join(mutated), GUESS),
+                              ("".join(mutated), ADVENTURE)]:
+            try:
+                action = parse_action(text, actions)
+            except ActionParseError:
+                continue
+            assert action.name in {a.name for a in actions}
+
+
+def test_format_then_parse_round_trips():
+    actions = [Action("guess", {"number": n}) for n in range(1, 101)]
+    for action in actions:
+        assert parse_action(format_action(action), GUESS) == action
+    for action in NUMERIC_ACTIONS:
+        assert parse_action(format_action(action), ADVENTURE) == action
+    assert format_action(Action("guess", {"number": 50})) == (
+        '<tool_call>{"name": "guess", "arguments": {"number": 50}}</tool_call>'
+    )
+
+
+# --- HarnessToolAdapter ----------------------------------------------------------------------------------
+
+
+def adapter() -> HarnessToolAdapter:
+    return HarnessToolAdapter({"number_guess": NumberGuessHarness(), "text_adventure": TextAdventureHarness()})
+
+
+def test_adapter_tools_are_valid_and_named_by_harness_and_action():
+    tools = adapter().tools()
+    names = [t["function"]["name"] for t in tools]
+    assert names == [
+        "number_guess__reset", "number_guess__observe", "number_guess__guess",
+        "text_adventure__reset", "text_adventure__observe", "text_adventure__go", "text_adventure__take",
+        "text_adventure__inventory",
+    ]
+    for tool in tools:
+        Draft202012Validator.check_schema(tool["function"]["parameters"])
+
+
+def test_adapter_plays_an_episode_by_tool_calls():
+    tools = adapter()
+
+    async def episode() -> list[Observation]:
+        return [
+            await tools.call("number_guess__reset", {"seed": 3}),
+            await tools.call("number_guess__guess", '{"number": 50}'),  # OpenAI passes a JSON string
+            await tools.call("number_guess__observe"),
+            await tools.call("text_adventure__reset", {}),
+            await tools.call("text_adventure__go", {"direction": "north"}),
+        ]
+
+    reset, guessed, observed, adventure, moved = asyncio.run(episode())
+    assert "between 1 and 100" in reset.content
+    assert guessed.metadata["guess"] == 50 and guessed.metadata["step"] == 1
+    assert observed is guessed
+    assert "stone chamber" in adventure.content and moved.metadata["room"] == "hallway"
+    assert tools.harnesses["number_guess"].current_step == 1
+
+
+@pytest.mark.parametrize(
+    "name,arguments,message",
+    [
+        ("number_guess_reset", {}, "unknown tool 'number_guess_reset'"),  # the original split this at "_"
+        ("harness_number_guess_reset", {}, "unknown tool"),
+        ("number_guess__guess", "{not json", "not valid JSON"),
+        ("number_guess__guess", "[" * 100_000, "not valid JSON"),
+        ("number_guess__guess", [50], "must be a JSON object, got list"),
+        ("number_guess__guess", {"number": 500}, "invalid arguments"),
+        ("number_guess__guess", {"guess": 5}, "invalid arguments"),
+        ("number_guess__reset", {"seed": "x"}, "optional integer seed"),
+        ("number_guess__reset", {"seed": True}, "optional integer seed"),
+        ("number_guess__observe", {"x": 1}, "takes no arguments"),
+    ],
+)
+def test_adapter_answers_a_malformed_call_with_an_error_observation(name, arguments, message):
+    tools = adapter()
+    asyncio.run(tools.call("number_guess__reset", {"seed": 0}))
+    observation = asyncio.run(tools.call(name, arguments))
+    assert observation.content.startswith("Error:") and message in observation.content
+    assert tools.harnesses["number_guess"].current_step == 0
+
+
+def test_adapter_observe_before_reset_is_an_error_observation():
+    observation = asyncio.run(adapter().call("number_guess__observe"))
+    assert "reset" in observation.metadata["error"]
+
+
+def test_adapter_dispatches_exact_names_containing_underscores():
+    tools = HarnessToolAdapter({"a_b": EchoHarness("a_b", ["c"]), "a": EchoHarness("a", ["b_c", "reset_board"])})
+
+    async def calls() -> list[str]:
+        await tools.call("a_b__reset")
+        await tools.call("a__reset")
+        return [
+            (await tools.call("a_b__c", {"action": "x"})).content,
+            (await tools.call("a__b_c", {"action": "y"})).content,
+            (await tools.call("a__reset_board", {"action": "z"})).content,
+        ]
+
+    assert asyncio.run(calls()) == ["a_b:c:x", "a:b_c:y", "a:reset_board:z"]
+
+
+def test_adapter_refuses_colliding_tool_names():
+    with pytest.raises(ValueError, match="'a__b__c' is used twice"):
+        HarnessToolAdapter({"a": EchoHarness("a", ["b__c"]), "a__b": EchoHarness("a__b", ["c"])})
+
+
+def test_adapter_tool_arguments_round_trip_through_json():
+    tool = adapter().tools()[2]["function"]
+    validator = Draft202012Validator(tool["parameters"])
+    assert validator.is_valid(json.loads('{"number": 42}')) and not validator.is_valid({})
