@@ -26,6 +26,21 @@ def cmd_init_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rollout.evaluation import evaluate
+
+    kwargs = {"split": "heldout"} if args.harness == "persona" else {}
+    report = evaluate(args.harness, args.policy, args.episodes, seed=args.seed, harness_kwargs=kwargs)
+    split = " (held-out personas)" if kwargs else ""
+    print(f"{report.harness}{split} / {report.policy}: {report.episodes} episodes from seed {report.seed}")
+    print(f"  success rate   {report.success_rate:.3f}")
+    print(f"  mean reward    {report.mean_reward:.3f}")
+    print(f"  mean steps     {report.mean_steps:.3f}")
+    for key, value in report.metrics.items():
+        print(f"  {key:<14} {value:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="terrarium", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     init_model.add_argument("--config", default=None, help="config YAML whose model.tiny spec to use")
     init_model.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.tiny.hidden_size=256")
     init_model.set_defaults(func=cmd_init_model)
+
+    evaluation = sub.add_parser("eval", help="evaluate a built-in policy on a harness (persona: held-out personas)")
+    evaluation.add_argument("--harness", required=True, help="built-in name or module:Class")
+    evaluation.add_argument("--policy", default="expert", help="expert | heuristic (persona) | random | module:Factory")
+    evaluation.add_argument("--episodes", type=int, default=200)
+    evaluation.add_argument("--seed", type=int, default=0)
+    evaluation.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -43,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

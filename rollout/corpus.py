@@ -31,7 +31,7 @@ def harness_corpus(episodes_per_harness: int = EPISODES_PER_HARNESS) -> list[str
 
     async def collect() -> list[str]:
         lines: list[str] = []
-        for name in ["number_guess", "text_adventure"]:  # TEMP
+        for name in sorted(BUILTIN_HARNESSES):
             for seed in range(episodes_per_harness):
                 lines += await _expert_transcript(name, seed)
         return lines

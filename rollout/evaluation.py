@@ -48,10 +48,13 @@ class _Episode:
     figures: dict[str, float]
 
 
-def evaluate(harness: str, policy: str, episodes: int, seed: int = 0) -> EvalReport:
+def evaluate(
+    harness: str, policy: str, episodes: int, seed: int = 0, harness_kwargs: dict[str, Any] | None = None
+) -> EvalReport:
+    """`harness_kwargs` go to the harness constructor, e.g. {"split": "heldout"} for persona."""
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
-    environment = make_harness(harness)
+    environment = make_harness(harness, **(harness_kwargs or {}))
     agent = make_policy(harness, policy)
 
     async def play_all() -> list[_Episode]:

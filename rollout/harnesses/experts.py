@@ -79,7 +79,8 @@ def _first_step(start: str, goal: str, holding_key: bool) -> str:
 class RandomPolicy:
     """Uniformly random actions with random arguments drawn from each parameter's JSON Schema.
 
-    Works for any harness whose parameters have an enum, a boolean type, or numeric bounds.
+    Works for any harness whose parameters have an enum, a boolean type, numeric bounds, or are objects of
+    such properties (optional ones included at random).
     """
 
     def __init__(self, seed: int = 0) -> None:
@@ -99,6 +100,9 @@ class RandomPolicy:
         if "enum" in schema:
             return self.rng.choice(schema["enum"])
         kind = schema.get("type")
+        if kind == "object" and "properties" in schema:
+            return {key: self._sample(f"{parameter}.{key}", sub) for key, sub in schema["properties"].items()
+                    if key in schema.get("required", ()) or self.rng.random() < 0.5}
         if kind == "boolean":
             return self.rng.random() < 0.5
         if kind in ("integer", "number") and "minimum" in schema and "maximum" in schema:

@@ -26,7 +26,7 @@ POLICIES: dict[str, dict[str, str]] = {
     "text_adventure": {"expert": "rollout.harnesses.experts:ShortestPathExpert", "random": _RANDOM},
     "persona": {
         "expert": "rollout.persona.estimator:PersonaExpert",
-        "heuristic": "rollout.persona.estimator:HeuristicPolicy",
+        "heuristic": "rollout.persona.estimator:RustyWormHeuristic",
         "random": _RANDOM,
     },
 }
