@@ -41,6 +41,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from cluster.train import train
+
+    train(load_config(args.config, args.overrides))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="terrarium", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     init_model.add_argument("--config", default=None, help="config YAML whose model.tiny spec to use")
     init_model.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.tiny.hidden_size=256")
     init_model.set_defaults(func=cmd_init_model)
+
+    training = sub.add_parser("train", help="GRPO training on a local Ray or the cluster in RAY_ADDRESS")
+    training.add_argument("config", help="config YAML, e.g. configs/local.yaml")
+    training.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-5 train.steps=4")
+    training.set_defaults(func=cmd_train)
 
     evaluation = sub.add_parser("eval", help="evaluate a built-in policy on a harness (persona: held-out personas)")
     evaluation.add_argument("--harness", required=True, help="built-in name or module:Class")

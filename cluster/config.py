@@ -6,22 +6,63 @@ Anything unknown or invalid is an error that names the dotted key and the reason
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from learner.group import LearnerConfig
 from rollout.engine import EngineConfig, SamplingConfig
 from rollout.model_source import ModelConfig
+from rollout.store import StoreConfig
+from rollout.worker import RolloutConfig
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads 1e-4 as a string; configs are full of learning rates written that way."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+)$"),
+    list("-+0123456789."),
+)
+
+
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the key."""
 
 
-class TerrariumConfig(BaseModel):
+class SFTConfig(BaseModel):
+    """Warm start on expert demonstrations before GRPO, for a model that cannot act in the harness yet."""
+
     model_config = ConfigDict(extra="forbid")
+
+    episodes: int = Field(0, ge=0, description="expert episodes (train seeds); 0 skips the warm start")
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1, description="episodes per SFT step")
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(10, ge=1, description="GRPO steps; each plays rollout.groups_per_step x group_size episodes")
+    num_learner_ranks: int = Field(1, ge=1)
+    checkpoint_every: int = Field(5, ge=1)
+    eval_every: int = Field(5, ge=0, description="0: evaluate only before and after training")
+    eval_episodes: int = Field(32, ge=1, description="held-out seeds per evaluation")
+    eval_harness_kwargs: dict[str, Any] = Field({}, description='e.g. {"split": "heldout"} for persona')
+    sft: SFTConfig = SFTConfig()
+
+
+class TerrariumConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     run_name: str = Field("local", pattern=r"^[A-Za-z0-9_.-]+$")
     output_dir: str = "runs"
@@ -29,6 +70,20 @@ class TerrariumConfig(BaseModel):
     model: ModelConfig = ModelConfig()
     engine: EngineConfig = EngineConfig()
     sampling: SamplingConfig = SamplingConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    learner: LearnerConfig = LearnerConfig()
+    store: StoreConfig | None = None  # None: Parquet files under the run directory
+    train: TrainConfig = TrainConfig()
+
+    @field_validator("learner", mode="before")
+    @classmethod
+    def _learner_from_dict(cls, value: Any) -> LearnerConfig:
+        if not isinstance(value, dict):
+            return value
+        try:
+            return LearnerConfig.from_dict(value)
+        except TypeError as exc:  # a value of the wrong type, e.g. lr: fast
+            raise ValueError(str(exc)) from exc
 
     @property
     def run_dir(self) -> Path:
@@ -47,7 +102,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override {override!r}: {'.'.join(parents[: i + 1])} is not a section")
         node = child
-    node[leaf] = yaml.safe_load(raw) if raw else ""
+    node[leaf] = _parse_yaml(raw) if raw else ""
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TerrariumConfig:
@@ -57,7 +112,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Terrarium
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = _parse_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):

@@ -8,7 +8,7 @@ never re-encoded, so the learner scores the very tokens the engine sampled (no r
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -46,7 +46,8 @@ class Trajectory:
         return sum(self.loss_mask)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Shallow: the token lists are shared, not deep-copied (dataclasses.asdict copies every element)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trajectory:

@@ -56,11 +56,12 @@ def test_weight_swap_under_load_never_mixes_versions(ray_session, engine, refere
     sampling = SamplingConfig(max_tokens=24)
     version = ray_session.get(engine.get_policy_version.remote())
 
-    before = [engine.generate.remote(prompt_ids, sampling, [tokenizer.eos_token_id], i) for i in range(12)]
+    during = [engine.generate.remote(prompt_ids, sampling, [tokenizer.eos_token_id], i) for i in range(12)]
     swap = engine.load_weights.remote(serialize_state_dict(perturbed), version + 1)
-    after = [engine.generate.remote(prompt_ids, sampling, [tokenizer.eos_token_id], i) for i in range(12)]
+    during += [engine.generate.remote(prompt_ids, sampling, [tokenizer.eos_token_id], i) for i in range(12)]
     assert ray_session.get(swap) == version + 1
-    generations = ray_session.get(before + after)
+    after = [engine.generate.remote(prompt_ids, sampling, [tokenizer.eos_token_id], i) for i in range(4)]
+    generations = ray_session.get(during + after)
 
     weights = {version: original, version + 1: perturbed}
     seen = set()

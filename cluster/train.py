@@ -1,0 +1,185 @@
+"""`terrarium train`: the GRPO training job, top to bottom.
+
+    connect Ray -> model -> learner group (resume from the newest checkpoint) -> engines (+ weights)
+    -> rollout workers -> [SFT warm start] -> evaluate
+    -> for each step: rollouts -> store (durable) -> learner update -> weight sync -> metrics -> checkpoint
+    -> evaluate -> curves
+
+Resume is exact: the seeds of step k are a pure function of (config.seed, k), episode ids are stable and the
+store skips ids it already has, so a run killed after its checkpoint at step k continues at step k with the
+same state and neither repeats nor skips a step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import ray
+from tqdm import tqdm
+from transformers import AutoTokenizer
+
+from cluster.config import TerrariumConfig
+from cluster.metrics import MetricsLog, plot_curves
+from learner.checkpoint import latest_checkpoint
+from learner.group import LearnerGroup
+from rollout.agent_loop import EpisodeRequest
+from rollout.chat import ChatRenderer
+from rollout.demonstrations import expert_demonstrations
+from rollout.engine import serialize_state_dict, start_engines
+from rollout.model_source import resolve_model_path
+from rollout.store import StoreConfig, open_store
+from rollout.trajectory import Trajectory
+from rollout.worker import RolloutCoordinator, group_requests
+
+HELDOUT_SEED_OFFSET = 1_000_000_000  # evaluation seeds never collide with training seeds (< 1e9)
+
+
+def step_seeds(config: TerrariumConfig, step: int) -> list[int]:
+    rng = random.Random(f"{config.seed}:{step}")
+    return [rng.randrange(HELDOUT_SEED_OFFSET) for _ in range(config.rollout.groups_per_step)]
+
+
+def episode_summary(trajectories: list[Trajectory]) -> dict[str, float]:
+    turns = sum(t.num_turns for t in trajectories)
+    return {
+        "reward_mean": fmean(t.total_reward for t in trajectories),
+        "success_rate": fmean(t.status == "completed" for t in trajectories),
+        "parse_failure_rate": sum(t.parse_failures for t in trajectories) / max(turns, 1),
+        "turns_mean": turns / len(trajectories),
+        "policy_tokens": float(sum(t.num_policy_tokens for t in trajectories)),
+        "error_episodes": float(sum(t.status == "error" for t in trajectories)),
+    }
+
+
+def sync_weights(learner: LearnerGroup, engines: list[Any], version: int, timeout_s: float) -> float:
+    start = time.perf_counter()
+    payload = ray.put(serialize_state_dict(learner.state_dict()))
+    ray.get([engine.load_weights.remote(payload, version) for engine in engines], timeout=timeout_s)
+    return time.perf_counter() - start
+
+
+def evaluate(config: TerrariumConfig, coordinator: RolloutCoordinator, label: str) -> dict[str, float]:
+    """The current policy on held-out seeds, one episode each."""
+    requests = [
+        EpisodeRequest(
+            episode_id=f"{config.run_name}/eval-{label}/{i}",
+            run_id=config.run_name,
+            step=-1,
+            group_id=f"eval-{label}/{i}",
+            harness=config.rollout.harness,
+            seed=HELDOUT_SEED_OFFSET + i,
+            harness_kwargs={**config.rollout.harness_kwargs, **config.train.eval_harness_kwargs},
+        )
+        for i in range(config.train.eval_episodes)
+    ]
+    summary = episode_summary(coordinator.run(requests))
+    return {f"eval_{key}": value for key, value in summary.items()}
+
+
+def warm_start(config: TerrariumConfig, learner: LearnerGroup, model_path: Path, log: MetricsLog) -> None:
+    sft = config.train.sft
+    renderer = ChatRenderer(AutoTokenizer.from_pretrained(model_path))
+    demos = expert_demonstrations(
+        renderer, config.rollout.harness, list(range(sft.episodes)), config.run_name, config.rollout.harness_kwargs
+    )
+    batches = [demos[i : i + sft.batch_size] for i in range(0, len(demos), sft.batch_size)]
+    for epoch in range(sft.epochs):
+        losses = [learner.sft_update(batch)["loss"] for batch in batches]
+        log.write({"phase": "sft", "epoch": epoch, "sft_loss": fmean(losses)})
+        print(f"SFT epoch {epoch + 1}/{sft.epochs}: loss {fmean(losses):.4f} on {len(demos)} expert episodes")
+
+
+def connect_ray(config: TerrariumConfig) -> None:
+    """The cluster in RAY_ADDRESS, or a local one. Engines, rollout workers and learner ranks each reserve
+    Ray CPUs; a local cluster gets at least that many logical CPUs so none waits forever on a small machine."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+        return
+    needed = (
+        config.engine.num_engines * config.engine.num_cpus
+        + config.rollout.num_workers
+        + config.train.num_learner_ranks
+    )
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
+
+
+def train(config: TerrariumConfig) -> dict[str, float]:
+    run_dir = config.run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+    connect_ray(config)
+    model_path = resolve_model_path(config.model)
+    store = open_store(config.store or StoreConfig(backend="parquet", root=run_dir / "trajectories"))
+    log = MetricsLog(run_dir / "metrics.jsonl")
+
+    learner = LearnerGroup(config.train.num_learner_ranks, model_path, config.learner)
+    checkpoint = latest_checkpoint(run_dir)
+    start_step = 0
+    if checkpoint is not None:
+        start_step = learner.load_checkpoint(checkpoint).data_position["train_step"]
+        print(f"resuming {config.run_name} at step {start_step} from {checkpoint}")
+    engines = start_engines(str(model_path), config.engine, policy_version=start_step)
+    if checkpoint is not None:
+        sync_weights(learner, engines, start_step, config.engine.weight_sync_timeout_s)
+    coordinator = RolloutCoordinator(str(model_path), engines, config.sampling, config.rollout)
+
+    if start_step == 0:
+        before = evaluate(config, coordinator, "before")
+        log.write({"phase": "eval", "step": 0, "label": "before", **before})
+        print(f"before training: {json.dumps(before)}")
+        if config.train.sft.episodes:
+            warm_start(config, learner, model_path, log)
+            sync_weights(learner, engines, 0, config.engine.weight_sync_timeout_s)
+            after_sft = evaluate(config, coordinator, "after-sft")
+            log.write({"phase": "eval", "step": 0, "label": "after-sft", **after_sft})
+            print(f"after SFT: {json.dumps(after_sft)}")
+
+    progress = tqdm(range(start_step, config.train.steps), initial=start_step, total=config.train.steps, desc="GRPO")
+    for step in progress:
+        t0 = time.perf_counter()
+        trajectories = coordinator.run(group_requests(config.run_name, step, step_seeds(config, step), config.rollout))
+        rollout_s = time.perf_counter() - t0
+        store.write(config.run_name, step, trajectories)  # durable before the learner sees them
+        update = learner.update(trajectories)
+        sync_s = sync_weights(learner, engines, step + 1, config.engine.weight_sync_timeout_s)
+        record = {
+            "phase": "train",
+            "step": step + 1,
+            "policy_version": step + 1,
+            **episode_summary(trajectories),
+            **{f"learner_{k}": v for k, v in update.items()},
+            "rollout_s": rollout_s,
+            "sync_s": sync_s,
+            "episodes_per_s": len(trajectories) / rollout_s,
+            "tokens_per_s": sum(len(t.token_ids) - t.prompt_length for t in trajectories) / rollout_s,
+        }
+        if (step + 1) % config.train.checkpoint_every == 0 or step + 1 == config.train.steps:
+            learner.save_checkpoint(run_dir, step + 1, {"train_step": step + 1})
+        if config.train.eval_every and (step + 1) % config.train.eval_every == 0 and step + 1 < config.train.steps:
+            record.update(evaluate(config, coordinator, f"step{step + 1}"))
+        log.write(record)
+        progress.set_postfix(
+            reward=f"{record['reward_mean']:.2f}", success=f"{record['success_rate']:.2f}",
+            parse_fail=f"{record['parse_failure_rate']:.2f}", sync_s=f"{sync_s:.2f}",
+        )
+
+    after = evaluate(config, coordinator, "after")
+    log.write({"phase": "eval", "step": config.train.steps, "label": "after", **after})
+    print(f"after training: {json.dumps(after)}")
+    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+    print(f"metrics: {run_dir / 'metrics.jsonl'}  curves: {run_dir / 'curves.png'}")
+    coordinator.shutdown()
+    learner.shutdown()
+    for engine in engines:
+        ray.kill(engine)
+    store.close()
+    return after

@@ -1,0 +1,76 @@
+"""Group-relative advantages: every episode is judged against the other episodes of its group.
+
+A group is G episodes played from the same harness seed, so the group mean is a baseline with no critic.
+- "grpo": (r - mean) / (std + eps), std the sample std (ddof=1, as verl and OpenRLHF compute it).
+  `normalize_by_std=False` gives Dr.GRPO's r - mean (std division favours easy or hopeless groups).
+- "loo": leave-one-out, r_i minus the mean of the other rewards of the group (AgentCPM, RLOO); no std.
+A group whose rewards span (max - min) less than `min_spread` carries no learning signal; it is dropped
+(keep False) unless `drop_low_spread` is False. A group of one episode has no baseline: its advantage is 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+ESTIMATORS = ("grpo", "loo")
+
+
+@dataclass(frozen=True)
+class AdvantageConfig:
+    estimator: str = "grpo"  # "grpo" or "loo"
+    normalize_by_std: bool = True  # grpo only; False is Dr.GRPO
+    eps: float = 1e-6
+    min_spread: float = 1e-6  # groups whose reward span is below this are "flat"
+    drop_low_spread: bool = True
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"advantage estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if self.eps < 0 or self.min_spread < 0:
+            raise ValueError("advantage eps and min_spread must be >= 0")
+
+
+@dataclass
+class GroupAdvantages:
+    advantages: np.ndarray  # [n] float64, 0.0 for dropped episodes
+    keep: np.ndarray  # [n] bool, False for episodes of dropped groups
+    num_groups: int
+    num_dropped_groups: int
+
+
+def group_advantages(
+    rewards: Sequence[float], group_ids: Sequence[str], config: AdvantageConfig = AdvantageConfig()
+) -> GroupAdvantages:
+    if len(rewards) != len(group_ids):
+        raise ValueError(f"got {len(rewards)} rewards but {len(group_ids)} group ids")
+    if not all(math.isfinite(float(r)) for r in rewards):
+        raise ValueError("rewards must be finite numbers")
+    rewards_array = np.asarray(rewards, dtype=np.float64)
+    advantages = np.zeros(len(rewards_array))
+    keep = np.ones(len(rewards_array), dtype=bool)
+
+    members: dict[str, list[int]] = {}
+    for index, group_id in enumerate(group_ids):
+        members.setdefault(group_id, []).append(index)
+
+    num_dropped = 0
+    for indices in members.values():
+        group = rewards_array[indices]
+        if group.max() - group.min() < config.min_spread and config.drop_low_spread:
+            keep[indices] = False
+            num_dropped += 1
+            continue
+        n = len(group)
+        if n == 1:
+            continue
+        if config.estimator == "grpo":
+            centred = group - group.mean()
+            advantages[indices] = centred / (group.std(ddof=1) + config.eps) if config.normalize_by_std else centred
+        else:
+            mean_of_others = (group.sum() - group) / (n - 1)
+            advantages[indices] = group - mean_of_others
+    return GroupAdvantages(advantages, keep, len(members), num_dropped)
