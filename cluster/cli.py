@@ -48,6 +48,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cluster.serve_command import serve_main
+
+    return serve_main(args.config, args.overrides)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cluster.status import find_run_dir, format_status, read_status
+
+    print(format_status(read_status(find_run_dir(args.run, args.output_dir))))
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from learner.rllib_baseline import BaselineFile, run_baseline
+
+    run_baseline(load_config(args.config, args.overrides, BaselineFile).baseline)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="terrarium", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,9 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-5 train.steps=4")
     training.set_defaults(func=cmd_train)
 
-    evaluation = sub.add_parser("eval", help="evaluate a built-in policy on a harness (persona: held-out personas)")
+    serving = sub.add_parser("serve", help="the policy service (Ray Serve, RustyWorm's API) until Ctrl-C")
+    serving.add_argument("config", nargs="?", default=None, help="serve config YAML, e.g. configs/serve.yaml")
+    serving.add_argument("overrides", nargs="*", help="dotted overrides, e.g. port=9000 policy=expert")
+    serving.set_defaults(func=cmd_serve)
+
+    run_status = sub.add_parser("status", help="where a run stands: step, metrics, evaluations, checkpoints")
+    run_status.add_argument("run", help="a run directory, or a run name under --output-dir")
+    run_status.add_argument("--output-dir", default="runs", help="where run names are looked up (default: runs)")
+    run_status.set_defaults(func=cmd_status)
+
+    baseline = sub.add_parser(
+        "baseline", help="RLlib PPO baseline on the persona task: train, checkpoint, held-out eval"
+    )
+    baseline.add_argument("config", help="YAML with a baseline: section, e.g. configs/persona-baseline.yaml")
+    baseline.add_argument("overrides", nargs="*", help="e.g. baseline.iterations=5")
+    baseline.set_defaults(func=cmd_baseline)
+
+    evaluation = sub.add_parser("eval", help="evaluate a policy on a harness (persona: held-out personas)")
     evaluation.add_argument("--harness", required=True, help="built-in name or module:Class")
-    evaluation.add_argument("--policy", default="expert", help="expert | heuristic (persona) | random | module:Factory")
+    evaluation.add_argument(
+        "--policy", default="expert",
+        help="expert | heuristic (persona) | random | module:Factory | rllib:CHECKPOINT (of `terrarium baseline`)",
+    )
     evaluation.add_argument("--episodes", type=int, default=200)
     evaluation.add_argument("--seed", type=int, default=0)
     evaluation.set_defaults(func=cmd_eval)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -58,6 +58,12 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(5, ge=0, description="0: evaluate only before and after training")
     eval_episodes: int = Field(32, ge=1, description="held-out seeds per evaluation")
     eval_harness_kwargs: dict[str, Any] = Field({}, description='e.g. {"split": "heldout"} for persona')
+    placement_timeout_s: float = Field(
+        900.0, gt=0, description="deadline for reserving every engine and learner bundle (autoscalers are slow)"
+    )
+    publish_to: str | None = Field(
+        None, description="the Serve app (its app_name) that every checkpoint is published to; null: none"
+    )
     sft: SFTConfig = SFTConfig()
 
 
@@ -87,6 +93,8 @@ class TerrariumConfig(BaseModel):
 
     @property
     def run_dir(self) -> Path:
+        """Relative to the current directory unless output_dir is absolute. A Ray job runs in a temporary
+        copy of its working directory, so jobs pass an absolute output_dir (the driver checks)."""
         return Path(self.output_dir) / self.run_name
 
 
@@ -105,7 +113,14 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     node[leaf] = _parse_yaml(raw) if raw else ""
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> TerrariumConfig:
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+def load_config(
+    path: str | Path | None, overrides: list[str] = (), schema: type[Schema] = TerrariumConfig
+) -> Schema:
+    """A YAML file (or the defaults) with dotted overrides, validated by `schema` (a training config unless
+    told otherwise: `terrarium serve` and `terrarium baseline` pass theirs). Errors name the bad key."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -120,12 +135,14 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Terrarium
     for override in overrides:
         apply_override(data, override)
     try:
-        return TerrariumConfig.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            key = ".".join(str(p) for p in error["loc"]) or "(top level)"
             reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-            problems.append(f"  {key}: {reason} (got {error.get('input')!r})")
-        source = path or "defaults"
-        raise ConfigError(f"invalid config ({source}):\n" + "\n".join(problems)) from None
+            if error["loc"]:
+                key = ".".join(str(part) for part in error["loc"])
+                problems.append(f"  {key}: {reason} (got {error.get('input')!r})")
+            else:  # a rule across keys: its message names them
+                problems.append(f"  {reason}")
+        raise ConfigError(f"invalid config ({path or 'defaults'}):\n" + "\n".join(problems)) from None

@@ -12,9 +12,16 @@ from typing import Any
 from ray.util.metrics import Gauge
 
 
+GAUGE_PREFIX = "terrarium_"  # Prometheus sees ray_terrarium_<key>: Ray prefixes application metrics with ray_
+
+
 class MetricsLog:
-    def __init__(self, path: Path) -> None:
+    """Every numeric field of a record becomes the gauge terrarium_<key>, tagged with the run name so one
+    Grafana panel can hold several runs."""
+
+    def __init__(self, path: Path, run_name: str) -> None:
         self.path = path
+        self.run_name = run_name
         self._gauges: dict[str, Gauge] = {}
 
     def write(self, record: dict[str, Any]) -> None:
@@ -25,8 +32,10 @@ class MetricsLog:
         for key, value in record.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 if key not in self._gauges:
-                    self._gauges[key] = Gauge(f"terrarium_{key}", description=f"Terrarium training: {key}")
-                self._gauges[key].set(float(value))
+                    self._gauges[key] = Gauge(
+                        GAUGE_PREFIX + key, description=f"Terrarium training: {key}", tag_keys=("run",)
+                    )
+                self._gauges[key].set(float(value), tags={"run": self.run_name})
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """`terrarium train`: the GRPO training job, top to bottom.
 
-    connect Ray -> model -> learner group (resume from the newest checkpoint) -> engines (+ weights)
+    connect Ray -> model -> placement groups -> learner group (resume from the newest checkpoint)
+    -> engines (+ weights)
     -> rollout workers -> [SFT warm start] -> evaluate
     -> for each step: rollouts -> store (durable) -> learner update -> weight sync -> metrics -> checkpoint
     -> evaluate -> curves
@@ -19,7 +20,6 @@ import random
 import time
 from pathlib import Path
 from statistics import fmean
-from typing import Any
 
 import ray
 from tqdm import tqdm
@@ -27,18 +27,22 @@ from transformers import AutoTokenizer
 
 from cluster.config import TerrariumConfig
 from cluster.metrics import MetricsLog, plot_curves
+from cluster.placement import Placement, reserve
 from learner.checkpoint import latest_checkpoint
 from learner.group import LearnerGroup
 from rollout.agent_loop import EpisodeRequest
 from rollout.chat import ChatRenderer
 from rollout.demonstrations import expert_demonstrations
-from rollout.engine import serialize_state_dict, start_engines
+from rollout.engine import start_engines
 from rollout.model_source import resolve_model_path
 from rollout.store import StoreConfig, open_store
 from rollout.trajectory import Trajectory
 from rollout.worker import RolloutCoordinator, group_requests
+from serve.app import publish
+from serve.config import ServeConfig
 
 HELDOUT_SEED_OFFSET = 1_000_000_000  # evaluation seeds never collide with training seeds (< 1e9)
+RAY_JOB_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor in a submitted job's entrypoint
 
 
 def step_seeds(config: TerrariumConfig, step: int) -> list[int]:
@@ -56,13 +60,6 @@ def episode_summary(trajectories: list[Trajectory]) -> dict[str, float]:
         "policy_tokens": float(sum(t.num_policy_tokens for t in trajectories)),
         "error_episodes": float(sum(t.status == "error" for t in trajectories)),
     }
-
-
-def sync_weights(learner: LearnerGroup, engines: list[Any], version: int, timeout_s: float) -> float:
-    start = time.perf_counter()
-    payload = ray.put(serialize_state_dict(learner.state_dict()))
-    ray.get([engine.load_weights.remote(payload, version) for engine in engines], timeout=timeout_s)
-    return time.perf_counter() - start
 
 
 def evaluate(config: TerrariumConfig, coordinator: RolloutCoordinator, label: str) -> dict[str, float]:
@@ -96,6 +93,18 @@ def warm_start(config: TerrariumConfig, learner: LearnerGroup, model_path: Path,
         print(f"SFT epoch {epoch + 1}/{sft.epochs}: loss {fmean(losses):.4f} on {len(demos)} expert episodes")
 
 
+def resolve_run_dir(config: TerrariumConfig) -> Path:
+    """The run directory as an absolute path. In a Ray job the current directory is a temporary copy of
+    the submitted working directory that Ray deletes later, so a relative output_dir is refused there."""
+    if not Path(config.output_dir).is_absolute() and RAY_JOB_ENV_VAR in os.environ:
+        raise ValueError(
+            f"output_dir {config.output_dir!r} is relative, and in a Ray job it would land in a temporary copy "
+            "of the working directory: pass an absolute one, e.g. `ray job submit --working-dir . -- "
+            "terrarium train configs/local.yaml output_dir=$PWD/runs` (expanded at submit time)"
+        )
+    return config.run_dir.resolve()
+
+
 def connect_ray(config: TerrariumConfig) -> None:
     """The cluster in RAY_ADDRESS, or a local one. Engines, rollout workers and learner ranks each reserve
     Ray CPUs; a local cluster gets at least that many logical CPUs so none waits forever on a small machine."""
@@ -113,23 +122,41 @@ def connect_ray(config: TerrariumConfig) -> None:
 
 
 def train(config: TerrariumConfig) -> dict[str, float]:
-    run_dir = config.run_dir.resolve()
+    run_dir = resolve_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
     connect_ray(config)
     model_path = resolve_model_path(config.model)
-    store = open_store(config.store or StoreConfig(backend="parquet", root=run_dir / "trajectories"))
-    log = MetricsLog(run_dir / "metrics.jsonl")
+    placement = reserve(
+        config.engine, config.train.num_learner_ranks, config.train.placement_timeout_s, config.run_name
+    )
+    try:
+        return train_in_placement(config, run_dir, model_path, placement)
+    finally:
+        placement.remove()  # also ends any engine or learner rank left running by an error
 
-    learner = LearnerGroup(config.train.num_learner_ranks, model_path, config.learner)
+
+def train_in_placement(
+    config: TerrariumConfig, run_dir: Path, model_path: Path, placement: Placement
+) -> dict[str, float]:
+    store = open_store(config.store or StoreConfig(backend="parquet", root=run_dir / "trajectories"))
+    log = MetricsLog(run_dir / "metrics.jsonl", config.run_name)
+
+    learner = LearnerGroup(
+        config.train.num_learner_ranks,
+        model_path,
+        config.learner,
+        use_gpu=placement.use_gpu,
+        placement_group=placement.learner_group,
+    )
     checkpoint = latest_checkpoint(run_dir)
     start_step = 0
     if checkpoint is not None:
         start_step = learner.load_checkpoint(checkpoint).data_position["train_step"]
         print(f"resuming {config.run_name} at step {start_step} from {checkpoint}")
-    engines = start_engines(str(model_path), config.engine, policy_version=start_step)
+    engines = start_engines(str(model_path), config.engine, start_step, placement.engine_groups)
     if checkpoint is not None:
-        sync_weights(learner, engines, start_step, config.engine.weight_sync_timeout_s)
+        learner.sync_weights(engines, start_step, config.engine)
     coordinator = RolloutCoordinator(str(model_path), engines, config.sampling, config.rollout)
 
     if start_step == 0:
@@ -138,7 +165,7 @@ def train(config: TerrariumConfig) -> dict[str, float]:
         print(f"before training: {json.dumps(before)}")
         if config.train.sft.episodes:
             warm_start(config, learner, model_path, log)
-            sync_weights(learner, engines, 0, config.engine.weight_sync_timeout_s)
+            learner.sync_weights(engines, 0, config.engine)
             after_sft = evaluate(config, coordinator, "after-sft")
             log.write({"phase": "eval", "step": 0, "label": "after-sft", **after_sft})
             print(f"after SFT: {json.dumps(after_sft)}")
@@ -150,7 +177,7 @@ def train(config: TerrariumConfig) -> dict[str, float]:
         rollout_s = time.perf_counter() - t0
         store.write(config.run_name, step, trajectories)  # durable before the learner sees them
         update = learner.update(trajectories)
-        sync_s = sync_weights(learner, engines, step + 1, config.engine.weight_sync_timeout_s)
+        sync_s = learner.sync_weights(engines, step + 1, config.engine)
         record = {
             "phase": "train",
             "step": step + 1,
@@ -163,7 +190,9 @@ def train(config: TerrariumConfig) -> dict[str, float]:
             "tokens_per_s": sum(len(t.token_ids) - t.prompt_length for t in trajectories) / rollout_s,
         }
         if (step + 1) % config.train.checkpoint_every == 0 or step + 1 == config.train.steps:
-            learner.save_checkpoint(run_dir, step + 1, {"train_step": step + 1})
+            checkpoint = learner.save_checkpoint(run_dir, step + 1, {"train_step": step + 1})
+            if config.train.publish_to:  # running replicas reload it in place, no request dropped
+                publish(ServeConfig(app_name=config.train.publish_to), checkpoint, step + 1)
         if config.train.eval_every and (step + 1) % config.train.eval_every == 0 and step + 1 < config.train.steps:
             record.update(evaluate(config, coordinator, f"step{step + 1}"))
         log.write(record)

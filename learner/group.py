@@ -37,6 +37,8 @@ from learner.advantages import AdvantageConfig, group_advantages
 from learner.batch import TrainBatch, check_trajectory, collate, split_evenly, split_into_chunks, token_logprobs
 from learner.checkpoint import CheckpointState, capture_rng_state, load_checkpoint, save_checkpoint
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss, sft_loss
+from learner.weight_sync import sync_through_object_store
+from rollout.engine import EngineConfig
 from rollout.trajectory import Trajectory
 
 # Metrics that are shares of a sum (add them over micro-batches and ranks); all others are means over
@@ -261,6 +263,30 @@ class LearnerWorker:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: tensor.detach().cpu() for name, tensor in self.model.module.state_dict().items()}
 
+    def policy_logprobs(self, trajectories: list[Trajectory]) -> list[list[float]]:
+        """This rank's logprob of every policy token (loss mask 1), in order: what the engine's logprobs
+        should equal when both hold the same weights."""
+        out = []
+        with torch.no_grad():
+            for trajectory in trajectories:
+                batch = collate([trajectory]).to(self.device)
+                logprobs = self._score(self.model.module, batch)[0].float().cpu()
+                out.append([float(v) for v, m in zip(logprobs, trajectory.loss_mask) if m])
+        return out
+
+    def init_weight_sender(
+        self, engines: list[Any], tensor_parallel_size: int, master_port: int, timeout_s: float
+    ) -> None:
+        """Rank 0 only: join an NCCL group with every engine worker (vLLM's weight-transfer API)."""
+        from learner.weight_sync import NcclWeightSender
+
+        self.weight_sender = NcclWeightSender(
+            self.model.module, engines, tensor_parallel_size, self.node_ip(), master_port, timeout_s
+        )
+
+    def send_weights(self, policy_version: int) -> None:
+        self.weight_sender.send(policy_version)
+
     def rng_state(self) -> dict[str, Any]:
         return capture_rng_state()
 
@@ -298,6 +324,7 @@ class LearnerGroup:
         self.num_ranks = num_ranks
         self.config = config
         self.step = 0
+        self._nccl_ready = False  # the NCCL weight-sync group (GPU path) is formed on the first sync
         self.vocab_size = AutoConfig.from_pretrained(model_path).vocab_size
         if use_gpu is None:
             use_gpu = ray.cluster_resources().get("GPU", 0) >= num_ranks
@@ -443,6 +470,28 @@ class LearnerGroup:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Full weights (CPU tensors) from rank 0, for weight sync and publishing."""
         return self._wait(self.workers[0].state_dict.remote(), self.config.call_timeout_s, "state_dict")
+
+    def policy_logprobs(self, trajectories: list[Trajectory]) -> list[list[float]]:
+        """Rank 0's logprobs of each trajectory's policy tokens under the current weights."""
+        self._check(trajectories)
+        return self._wait(self.workers[0].policy_logprobs.remote(trajectories), self.config.call_timeout_s, "score")
+
+    def sync_weights(self, engines: list[Any], policy_version: int, engine_config: EngineConfig) -> float:
+        """Push the current weights into every engine as `policy_version`; returns the seconds it took.
+        engine_config.weight_transfer picks the transport (learner.weight_sync); the NCCL group is formed on
+        the first call and reused."""
+        timeout = engine_config.weight_sync_timeout_s
+        if engine_config.weight_transfer == "object_store":
+            return sync_through_object_store(self.state_dict(), engines, policy_version, timeout)
+        start = time.perf_counter()
+        sender = self.workers[0]
+        if not self._nccl_ready:
+            port = self._wait(sender.free_port.remote(), timeout, "free_port")
+            init = sender.init_weight_sender.remote(engines, engine_config.tensor_parallel_size, port, timeout)
+            self._wait(init, timeout, "NCCL weight-sync setup")
+            self._nccl_ready = True
+        self._wait(sender.send_weights.remote(policy_version), timeout, "NCCL weight sync")
+        return time.perf_counter() - start
 
     def save_checkpoint(
         self, run_dir: str | Path, policy_version: int, data_position: dict[str, Any] | None = None

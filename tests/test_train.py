@@ -1,20 +1,48 @@
-"""`terrarium train` end to end on the tiny model: SFT warm start, GRPO steps, store, checkpoints, resume."""
+"""`terrarium train` end to end on the tiny model: SFT warm start, GRPO steps, store, checkpoints, resume,
+and the monitoring (Ray gauges behind the Grafana dashboard, `terrarium status`) over the run it made."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
+from pathlib import Path
+
+import pytest
+import torch
 
 from cluster.config import load_config
 from cluster.metrics import read_metrics
-from cluster.train import train
+from cluster.status import read_status
+from cluster.train import RAY_JOB_ENV_VAR, train
 from learner.checkpoint import latest_checkpoint, read_checkpoint_state
+from learner.losses import rl_loss
 from rollout.store import ParquetTrajectoryStore
 
 OVERRIDES = [
     "train.steps=2", "train.checkpoint_every=1", "train.eval_episodes=4", "train.sft.episodes=8",
     "train.sft.epochs=1", "rollout.groups_per_step=2", "rollout.group_size=2", "rollout.agent.max_turns=3",
-    "sampling.max_tokens=24",
+    "sampling.max_tokens=24", "learner.policy_loss.kl_coef=0.01",
+    "train.publish_to=no-such-app",  # publishing to an app that is not running logs and goes on
 ]
+DASHBOARD = Path(__file__).parent.parent / "cluster" / "grafana_dashboard.json"
+
+
+def optimizer_step_keys(config) -> set[str]:
+    """The learner figures of a train record that only appear when the update took an optimizer step (the tiny
+    model's groups are often all flat): the policy loss's metrics and the gradient norm."""
+    zeros = torch.zeros(1, 2)
+    _, metrics = rl_loss(
+        zeros, zeros, torch.ones(1), torch.ones(1, 2), config.learner.policy_loss,
+        engine_logprobs=zeros, ref_logprobs=zeros,
+    )
+    return {f"learner_{key}" for key in [*metrics, "grad_norm"]}
+
+
+def dashboard_metric_keys() -> set[str]:
+    """The record keys the Grafana panels plot: ray_terrarium_<key> in each panel's query."""
+    queries = [target["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"] for target in panel["targets"]]
+    return {key for query in queries for key in re.findall(r"ray_terrarium_(\w+)", query)}
 
 
 def test_train_runs_checkpoints_and_resumes_without_repeating_steps(ray_session, tiny_model_dir, tmp_path):
@@ -30,6 +58,12 @@ def test_train_runs_checkpoints_and_resumes_without_repeating_steps(ray_session,
     assert store.steps(config.run_name) == [0, 1]
     assert len(store.read(config.run_name)) == 8
     assert read_checkpoint_state(latest_checkpoint(run_dir)).data_position == {"train_step": 2}
+    # Every Grafana panel plots a figure the driver logs (and so sets as a gauge): train or final eval record.
+    logged = set(records[-2]) | set(records[-1]) | optimizer_step_keys(config)
+    assert dashboard_metric_keys() <= logged, dashboard_metric_keys() - logged
+    status = read_status(run_dir)
+    assert (status.step, status.total_steps, status.finished) == (2, 2, True)
+    assert [c.policy_version for c in status.checkpoints] == [1, 2]
 
     # The driver died after checkpointing step 1 (step 2's checkpoint never landed): a rerun does step 2 again.
     shutil.rmtree(latest_checkpoint(run_dir))
@@ -40,3 +74,11 @@ def test_train_runs_checkpoints_and_resumes_without_repeating_steps(ray_session,
     assert "before" not in [r.get("label") for r in records[-2:]]  # no second "before" evaluation on resume
     assert len(store.read(config.run_name)) == 8  # replayed episodes were not stored twice
     assert read_checkpoint_state(latest_checkpoint(run_dir)).data_position == {"train_step": 2}
+    assert read_status(run_dir).finished
+
+
+def test_relative_output_dir_is_refused_in_a_ray_job(monkeypatch):
+    """A job's working directory is a temporary copy that Ray deletes: the run would be lost."""
+    monkeypatch.setenv(RAY_JOB_ENV_VAR, "{}")
+    with pytest.raises(ValueError, match="output_dir=\\$PWD/runs"):
+        train(load_config("configs/local.yaml", ["output_dir=runs"]))

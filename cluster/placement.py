@@ -1,0 +1,81 @@
+"""Placement groups: the resources of every engine and learner rank, reserved up front and all at once.
+
+Reserving before starting anything means a cluster too small for the config fails within a deadline, with a
+message that says what was asked for, instead of leaving half the actors waiting forever.
+
+- Engine i gets its own group of tensor_parallel_size bundles of one GPU each (PACK: on one node when they
+  fit). Bundle 0 also holds the engine actor's CPUs. The engine actor is scheduled into bundle 0 with
+  placement_group_capture_child_tasks=True; vLLM (with tensor_parallel_size > 1 and Ray as its distributed
+  executor) reads that group back with ray.util.get_current_placement_group() inside the actor and puts one
+  worker in each GPU bundle.
+- The learner gets one group of num_learner_ranks bundles, one GPU (and one CPU) each; rank r runs in
+  bundle r.
+- A cluster without GPUs gets CPU-only bundles: one per engine, one per rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ray
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+
+from rollout.engine import EngineConfig
+
+LEARNER_CPUS_PER_RANK = 1.0  # what LearnerGroup asks for per rank
+
+
+def engine_bundles(config: EngineConfig, use_gpu: bool) -> list[dict[str, float]]:
+    if not use_gpu:
+        return [{"CPU": config.num_cpus}]
+    return [{"CPU": config.num_cpus, "GPU": 1.0}] + [{"GPU": 1.0} for _ in range(config.tensor_parallel_size - 1)]
+
+
+def learner_bundles(num_ranks: int, use_gpu: bool) -> list[dict[str, float]]:
+    bundle = {"CPU": LEARNER_CPUS_PER_RANK, "GPU": 1.0} if use_gpu else {"CPU": LEARNER_CPUS_PER_RANK}
+    return [dict(bundle) for _ in range(num_ranks)]
+
+
+@dataclass
+class Placement:
+    use_gpu: bool
+    engine_groups: list[PlacementGroup]  # one per engine, in engine order
+    learner_group: PlacementGroup  # bundle r: learner rank r
+
+    def remove(self) -> None:
+        """Free the reservations (and kill whatever still runs in them)."""
+        for group in [*self.engine_groups, self.learner_group]:
+            remove_placement_group(group)
+
+
+def reserve(engine: EngineConfig, num_learner_ranks: int, timeout_s: float, name: str) -> Placement:
+    """Reserve every bundle, GPU ones when the cluster has any GPU; raise if they are not all placed within
+    `timeout_s` (an autoscaling cluster may need minutes to add the nodes). `name` (the run) prefixes the
+    groups' names, as `ray list placement-groups` and the dashboard show them."""
+    use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    if engine.tensor_parallel_size > 1 and not use_gpu:
+        raise ValueError(
+            f"engine.tensor_parallel_size={engine.tensor_parallel_size} needs GPUs and this Ray cluster has none; "
+            "use tensor_parallel_size 1 on CPU"
+        )
+    engine_groups = [
+        placement_group(engine_bundles(engine, use_gpu), strategy="PACK", name=f"{name}-engine-{i}")
+        for i in range(engine.num_engines)
+    ]
+    learner_group = placement_group(
+        learner_bundles(num_learner_ranks, use_gpu), strategy="PACK", name=f"{name}-learner"
+    )
+    placement = Placement(use_gpu, engine_groups, learner_group)
+    groups = [*engine_groups, learner_group]
+    ready, _ = ray.wait([group.ready() for group in groups], num_returns=len(groups), timeout=timeout_s)
+    if len(ready) < len(groups):
+        placement.remove()
+        wanted = [bundle for group in groups for bundle in group.bundle_specs]
+        raise TimeoutError(
+            f"could not reserve {len(wanted)} bundles within {timeout_s:.0f} s: "
+            f"{engine.num_engines} engine(s) x {engine_bundles(engine, use_gpu)} and "
+            f"{num_learner_ranks} learner rank(s) x {learner_bundles(1, use_gpu)}; the cluster has "
+            f"{ray.cluster_resources()} in all and {ray.available_resources()} free "
+            "(raise train.placement_timeout_s while an autoscaler adds nodes)"
+        )
+    return placement

@@ -1,0 +1,100 @@
+"""`terrarium serve [CONFIG] [KEY=VALUE ...]`: the policy service on Ray Serve until Ctrl-C.
+
+    connect Ray (RAY_ADDRESS or a local one) -> [policy llm: engine -> learner's PolicyTrainer actor]
+    -> serve.app.run -> print the URL -> wait -> Ctrl-C: delete the app
+
+The cluster side owns the wiring: serve/ imports nothing from learner, so the trainer actor (which trains
+/train requests and loads published checkpoints) is started here and handed to the app. The config file is
+serve.config.ServeConfig plus a `trainer` section (learner.online_trainer.OnlineTrainerConfig).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import Field
+from ray import serve
+
+from cluster.config import load_config
+from learner.online_trainer import OnlineTrainerConfig, start_policy_trainer
+from rollout.engine import start_engines
+from rollout.model_source import resolve_model_path
+from serve.app import run as run_policy_service
+from serve.config import ServeConfig
+
+
+class ServeCommandConfig(ServeConfig):
+    """configs/serve.yaml: the service's settings plus the /train update's, which belong to the learner."""
+
+    trainer: OnlineTrainerConfig = Field(default_factory=OnlineTrainerConfig)
+
+    def service(self) -> ServeConfig:
+        """The service's settings with relative paths made absolute here: the replicas and the trainer actor
+        that open them may run in another directory."""
+        data = self.model_dump(exclude={"trainer"})
+        for key in ("checkpoint", "run_dir"):
+            if data[key] is not None:
+                data[key] = str(Path(data[key]).resolve())
+        if data["store"] is not None and data["store"]["root"] is not None:
+            data["store"]["root"] = Path(data["store"]["root"]).resolve()
+        return ServeConfig.model_validate(data)
+
+
+def load_serve_config(path: str | Path | None, overrides: list[str] = ()) -> ServeCommandConfig:
+    """The YAML file (or the defaults) with dotted overrides; an unknown key or bad value names the key."""
+    return load_config(path, overrides, ServeCommandConfig)
+
+
+def start_service(config: ServeCommandConfig, engine: Any | None = None) -> str:
+    """Deploy the service on the connected Ray and return its URL. Policy "llm": serves from `engine` (an
+    engine actor handle), or from an engine started here from config.engine."""
+    service = config.service()
+    trainer = None
+    if service.policy == "llm":
+        model_path = str(resolve_model_path(service.model))
+        if engine is None:
+            (engine,) = start_engines(model_path, service.engine)
+        trainer = start_policy_trainer(model_path, config.trainer, engine)
+    return run_policy_service(service, trainer)
+
+
+def connect_ray(config: ServeCommandConfig) -> None:
+    """The cluster in RAY_ADDRESS, or a local one with at least the Ray CPUs the service reserves (engine,
+    trainer, replicas), so nothing waits forever on a small machine."""
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+        return
+    replicas = config.autoscaling.max_replicas if config.autoscaling is not None else config.num_replicas
+    needed = replicas * config.replica_num_cpus
+    if config.policy == "llm":
+        needed += config.engine.num_cpus + config.trainer.num_cpus
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
+
+
+def serve_forever(config: ServeCommandConfig) -> None:
+    """Serve until Ctrl-C, then delete the app (on a shared cluster, Serve itself keeps running)."""
+    connect_ray(config)
+    try:
+        url = start_service(config)
+        print(f"Serving {config.app_name!r} ({config.policy} policy) at {url}  (Ctrl-C to stop)", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print(f"stopping {config.app_name!r}", flush=True)
+    finally:
+        if config.app_name in serve.status().applications:
+            serve.delete(config.app_name)
+        ray.shutdown()
+
+
+def serve_main(config_path: str | None, overrides: list[str]) -> int:
+    """The CLI's entry: CONFIG is optional, so a first argument with '=' that is no file is an override."""
+    if config_path is not None and "=" in config_path and not Path(config_path).is_file():
+        config_path, overrides = None, [config_path, *overrides]
+    serve_forever(load_serve_config(config_path, overrides))
+    return 0

@@ -1,0 +1,207 @@
+"""The served policy's trainer: RustyWorm's /train updates and published checkpoints, pushed into one engine.
+
+The policy service (serve.app) renders each EvolutionTrajectory as one token sequence (the persona prompt,
+then the apply_delta call written from the action, the only policy tokens) and calls `update`:
+- importance weights: each usable weight (finite and > 0) divided by the mean of the usable ones, so they
+  average 1 and the loss keeps its scale; the others are dropped (RustyWorm's own normalisation min-max
+  scales, divides by the sum and then prunes below 0.3 of that, which drops almost everything);
+- advantage: the reward, normalised within the request with the importance weights,
+  A_i = (r_i - mean_w r) / (std_w r + eps), so the weighted advantages sum to zero (a baseline, no critic);
+- loss: learner.losses.rl_loss (MINIRL or GRPO) with the normalised importance weights as sample weights.
+The actions were chosen by RustyWorm, not sampled from this model, so there are no behaviour logprobs: the
+update starts from the current weights (ratio 1) and the importance weights are the off-policy correction.
+
+One PolicyTrainer actor serves an application (all its replicas), so updates and checkpoint loads happen one
+at a time and every new version reaches the engine in order. The service reaches it only through its actor
+handle (serve imports nothing from learner), and asks it for checkpoint facts too (`describe_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import ray
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from transformers import AutoModelForCausalLM
+
+from learner.batch import collate, split_into_chunks, token_logprobs
+from learner.checkpoint import latest_checkpoint, read_checkpoint_state
+from learner.losses import PolicyLossConfig, loss_denominator, rl_loss
+from rollout.engine import serialize_state_dict
+from rollout.trajectory import Trajectory
+
+ADVANTAGE_EPS = 1e-6
+
+
+class OnlineTrainerConfig(BaseModel):
+    """The /train policy update: one AdamW step per request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null: no clipping")
+    micro_batch_size: int = Field(8, ge=1, description="trajectories per forward/backward")
+    num_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved by the trainer actor")
+    num_gpus: float = Field(0.0, ge=0, description="> 0 trains on a GPU")
+
+
+def normalise_importance_weights(weights: Sequence[float | None]) -> list[float]:
+    """Usable weights (finite, > 0) divided by their mean; unusable ones (<= 0, NaN, inf, null) become 0."""
+    usable = [w for w in weights if w is not None and math.isfinite(w) and w > 0]
+    if not usable:
+        return [0.0] * len(weights)
+    mean = sum(usable) / len(usable)
+    return [w / mean if w is not None and math.isfinite(w) and w > 0 else 0.0 for w in weights]
+
+
+def weighted_advantages(rewards: Sequence[float], weights: Sequence[float]) -> list[float] | None:
+    """(r - weighted mean) / (weighted std + eps) over one group; None when the rewards do not vary (no
+    learning signal). Weights must be > 0."""
+    total = sum(weights)
+    mean = sum(w * r for w, r in zip(weights, rewards)) / total
+    std = math.sqrt(sum(w * (r - mean) ** 2 for w, r in zip(weights, rewards)) / total)
+    if std < ADVANTAGE_EPS:
+        return None
+    return [(r - mean) / (std + ADVANTAGE_EPS) for r in rewards]
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The model directory to load: `path` itself, its model/ (a learner checkpoint), or the model/ of the
+    newest checkpoint of a run directory."""
+    path = Path(path).expanduser().resolve()
+    for candidate in (path, path / "model"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    latest = latest_checkpoint(path)
+    if latest is not None:
+        return latest / "model"
+    raise FileNotFoundError(
+        f"{path}: not a model directory (config.json), a checkpoint (model/config.json) or a run directory "
+        "with checkpoints"
+    )
+
+
+class PolicyTrainer:
+    """A plain class; start_policy_trainer makes it a Ray actor. Holds the engine it trains for; the model
+    copy is loaded on the first update or checkpoint load."""
+
+    def __init__(self, model_path: str, config: OnlineTrainerConfig, engine: Any) -> None:
+        self.model_path = model_path
+        self.config = config
+        self.engine = engine
+        self.device = torch.device("cuda" if config.num_gpus > 0 and torch.cuda.is_available() else "cpu")
+        self.model: torch.nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.loaded: tuple[str, int] | None = None  # the published (checkpoint, version) last loaded
+
+    def get_engine(self) -> Any:
+        return self.engine
+
+    def describe_checkpoint(self, path: str, policy_version: int | None = None) -> dict[str, Any]:
+        """{"checkpoint": model directory, "policy_version", "checkpoint_step"} for a checkpoint, model or run
+        directory (its newest checkpoint). The version defaults to the checkpoint's (0 for a bare model
+        directory); the step is the learner's optimizer step (None for a bare model directory)."""
+        model_dir = resolve_model_dir(path)
+        try:
+            state = read_checkpoint_state(model_dir.parent)
+            version, step = state.policy_version, state.step
+        except FileNotFoundError:
+            version, step = 0, None
+        return {
+            "checkpoint": str(model_dir),
+            "policy_version": version if policy_version is None else policy_version,
+            "checkpoint_step": step,
+        }
+
+    def _load(self, model_dir: str) -> None:
+        # Eval mode: dropout off, so the scored pass equals the engine's forward pass.
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(self.device).eval()
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
+        )
+
+    def _push(self, policy_version: int) -> int:
+        assert self.model is not None
+        payload = serialize_state_dict(self.model.state_dict())
+        return ray.get(self.engine.load_weights.remote(payload, policy_version))
+
+    def load_checkpoint(self, model_dir: str, policy_version: int) -> int:
+        """Serve these weights as `policy_version` (a fresh optimizer: a new lineage). Loading the same
+        (checkpoint, version) again does nothing, so every replica may ask."""
+        if self.loaded != (model_dir, policy_version):
+            self._load(model_dir)
+            self._push(policy_version)
+            self.loaded = (model_dir, policy_version)
+        return policy_version
+
+    def update(
+        self,
+        trajectories: list[Trajectory],
+        importance_weights: list[float | None],
+        loss_type: Literal["minirl", "grpo"],
+    ) -> dict[str, float]:
+        """One optimizer step over the trajectories with a usable weight (module doc), then the new weights go
+        to the engine as the next policy version. Nothing usable, or rewards that do not vary: no step (no
+        learning signal), loss 0 and the engine's current version."""
+        start = time.perf_counter()
+        weights = normalise_importance_weights(importance_weights)
+        used = [(t, w) for t, w in zip(trajectories, weights, strict=True) if w > 0]
+        advantages = weighted_advantages([t.total_reward for t, _ in used], [w for _, w in used]) if used else None
+        if advantages is None:
+            version = ray.get(self.engine.get_policy_version.remote())
+            return {"loss": 0.0, "num_trajectories_used": 0.0, "policy_version": float(version), "grad_norm": 0.0}
+        if self.model is None:
+            self._load(self.model_path)
+        assert self.model is not None and self.optimizer is not None
+        batch_trajectories = [t for t, _ in used]
+        sample_weights = [w for _, w in used]
+        loss_config = PolicyLossConfig(loss_type=loss_type, tis_cap=None)
+        denominator = loss_denominator([t.num_policy_tokens for t in batch_trajectories], loss_config.aggregation)
+        size = self.config.micro_batch_size
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = 0.0
+        for chunk, chunk_advantages, chunk_weights in zip(
+            split_into_chunks(batch_trajectories, size),
+            split_into_chunks(advantages, size),
+            split_into_chunks(sample_weights, size),
+        ):
+            batch = collate(chunk, chunk_advantages, chunk_weights).to(self.device)
+            logprobs = token_logprobs(self.model, batch.input_ids, batch.attention_mask)
+            part, metrics = rl_loss(
+                logprobs,
+                logprobs.detach(),
+                batch.advantages,
+                batch.loss_mask,
+                loss_config,
+                denominator=denominator,
+                sample_weights=batch.sample_weights,
+            )
+            part.backward()
+            loss += metrics["loss"]
+        max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        if not math.isfinite(grad_norm):
+            raise FloatingPointError(f"the gradient is not finite (norm {grad_norm}); the weights were not changed")
+        self.optimizer.step()
+        version = self._push(ray.get(self.engine.get_policy_version.remote()) + 1)
+        return {
+            "loss": loss,
+            "num_trajectories_used": float(len(used)),
+            "policy_version": float(version),
+            "grad_norm": grad_norm,
+            "update_time_s": time.perf_counter() - start,
+        }
+
+
+def start_policy_trainer(model_path: str, config: OnlineTrainerConfig, engine: Any) -> Any:
+    """The PolicyTrainer actor for one served application, training for `engine` (an engine actor handle)."""
+    actor_class = ray.remote(num_cpus=config.num_cpus, num_gpus=config.num_gpus)(PolicyTrainer)
+    trainer = actor_class.remote(model_path, config, engine)
+    ray.get(trainer.get_engine.remote())  # started, or the error now
+    return trainer

@@ -1,0 +1,401 @@
+"""The policy service: a Ray Serve application with a FastAPI ingress, the HTTP API RustyWorm's client calls.
+
+    GET  /health                  200 while the replica is up (the client reads only the status code)
+    GET  /version                 policy kind, engine policy version, model path, published checkpoint and step
+    POST /predict-delta           {profile, observation} -> {delta, confidence, reasoning}
+    POST /train                   {trajectories, importance_weights, loss_type} -> {loss, training_time_ms, ...}
+    POST /v1/chat/completions     OpenAI-style chat through the same engine
+
+Policy "llm": the served model reads the persona harness's prompt and writes an apply_delta call
+(serve.policy); a reply that cannot be used, a prompt that does not fit, or a failed engine falls back to the
+persona expert and says so in `reasoning`, never a 500. Policy "expert": the persona expert answers. Policy
+"rllib": the PPO baseline's checkpoint (`terrarium baseline`) answers, loaded through rollout.evaluation's
+"rllib:PATH" loader; it is trained offline, so /train refuses it. RustyWorm's request does not say how many
+observations of the target came before, so the PPO policy reads every request as the target's first
+observation (observations_used 0, as at the start of a training episode).
+
+For policy "llm", every replica of an application shares one PolicyTrainer actor (learner.online_trainer),
+which holds the engine: /train updates and published checkpoints reach the one engine in order. This package
+imports nothing from learner: whoever starts the service (cluster.serve_command, a test) starts that actor and
+hands its handle to build_app/run, and checkpoint facts come from the actor's describe_checkpoint. The published
+checkpoint is the deployment's user_config; `publish` changes it and Serve reconfigures the running replicas
+in place (no restart, requests in flight finish; the engine holds new requests while it swaps weights).
+
+Errors: a malformed body is 422 with the field's path in `detail[].loc` and in `message`; a body over
+max_body_bytes is 413; a missing or wrong API key (when configured) is 401, except on /health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.exceptions import RayError
+from ray.serve import Application
+from transformers import AutoTokenizer
+
+from rollout.chat import ChatRenderer
+from rollout.engine import SamplingConfig
+from rollout.evaluation import load_checkpoint_policy
+from rollout.harnesses.tools import ActionParseError
+from rollout.model_source import resolve_model_path
+from rollout.persona import estimator
+from rollout.persona.models import EvolutionTrajectory
+from rollout.store import open_store
+from rollout.trajectory import Trajectory
+from serve.config import PublishedPolicy, ServeConfig
+from serve.guards import GuardSettings, RequestGuard
+from serve.policy import PersonaPolicyFormat, parse_delta
+from serve.schemas import (
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    ChatUsage,
+    PredictDeltaRequest,
+    PredictDeltaResponse,
+    TrainRequest,
+    TrainResponse,
+    VersionResponse,
+)
+
+EVOLUTION_KIND = "evolution_trajectory"  # the store's document kind for /train records
+DEPLOYMENT_NAME = "PolicyService"
+_MAX_ERROR_CHARS = 300  # of a model reply or an exception quoted in a response
+LOSS_TYPES = {"MINIRL": "minirl", "GRPO": "grpo"}  # RustyWorm's names -> the learner's
+logger = logging.getLogger(__name__)
+
+api = FastAPI(title="Terrarium policy service", description=__doc__)
+api.add_middleware(RequestGuard)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 listing each wrong field as a path (body.profile.personality.0.value), without echoing inputs."""
+    errors = [{"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in exc.errors()]
+    message = "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in errors)
+    return JSONResponse({"detail": errors, "message": message}, status_code=422)
+
+
+def _invalid(field: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "..."
+
+
+@dataclass(frozen=True)
+class ServiceBuild:
+    """What the replicas are built from, apart from the published policy (their user_config). `publish`
+    redeploys the running app from its replicas' own build, so only the user_config changes and Serve
+    reconfigures them in place; a new build (new build_id) replaces them."""
+
+    config: ServeConfig
+    trainer: Any | None  # learner.online_trainer.PolicyTrainer actor; None for the expert and rllib policies
+    engine: Any | None  # the engine actor the trainer holds
+    model_path: str | None
+    api_key: str | None
+    delta_policy: Any | None = None  # policy rllib: the loaded checkpoint policy (predict(profile, observation))
+    build_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@serve.deployment
+@serve.ingress(api)
+class PolicyService:
+    def __init__(self, build: ServiceBuild) -> None:
+        self.build = build
+        self.config = build.config
+        api.state.guard = GuardSettings(self.config.max_body_bytes, build.api_key)
+        self.trainer = build.trainer
+        self.engine = build.engine
+        self.delta_policy = build.delta_policy
+        self.published = PublishedPolicy()
+        self.store = open_store(self.config.store) if self.config.store is not None else None
+        self.store_lock = asyncio.Lock()  # one store write at a time per replica
+        if build.model_path is not None:
+            self.tokenizer = AutoTokenizer.from_pretrained(build.model_path)
+            self.format = PersonaPolicyFormat(ChatRenderer(self.tokenizer))
+            self.end_of_turn = self.format.renderer.end_of_turn_id
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve calls this at start and whenever the user_config changes (publish)."""
+        release = PublishedPolicy.model_validate(user_config)
+        if release.checkpoint is not None and self.trainer is not None:
+            await self.trainer.load_checkpoint.remote(release.checkpoint, release.policy_version)
+        self.published = release
+
+    def get_build(self) -> ServiceBuild:
+        """What this replica was built from (publish redeploys it with a new user_config)."""
+        return self.build
+
+    @api.get("/health")
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/version", response_model=VersionResponse)
+    async def version(self) -> VersionResponse:
+        return VersionResponse(
+            policy_kind=self.config.policy,
+            policy_version=await self.engine.get_policy_version.remote() if self.engine is not None else None,
+            model_path=self.build.model_path,
+            checkpoint=self.config.checkpoint if self.delta_policy is not None else self.published.checkpoint,
+            checkpoint_step=self.published.checkpoint_step,
+        )
+
+    @api.post("/predict-delta", response_model=PredictDeltaResponse)
+    async def predict_delta(self, request: PredictDeltaRequest) -> PredictDeltaResponse:
+        if self.delta_policy is not None:
+            delta = self.delta_policy.predict(request.profile, request.observation, observations_used=0)
+            reasoning = (
+                f"rllib PPO policy ({self.config.checkpoint}): the greedy delta of the trained MLP for this "
+                "observation, read as the target's first observation"
+            )
+            return PredictDeltaResponse(delta=delta, confidence=delta.confidence, reasoning=reasoning)
+        if self.engine is None:
+            delta, confidence, reasoning = estimator.predict_delta(request.profile, request.observation)
+            return PredictDeltaResponse(delta=delta, confidence=confidence, reasoning=reasoning)
+        prompt = self.format.prompt_ids(request.profile, request.observation)
+        room = self.config.engine.max_model_len - len(prompt)
+        if room < 1:
+            context = self.config.engine.max_model_len
+            why = f"the prompt ({len(prompt)} tokens) does not fit the model's context of {context}"
+            return self._fallback(request, why)
+        sampling = self.config.sampling.model_copy(update={"max_tokens": min(self.config.sampling.max_tokens, room)})
+        try:
+            generation = await self.engine.generate.remote(prompt, sampling, [self.end_of_turn], None)
+        except RayError as exc:
+            return self._fallback(request, f"the policy engine failed ({_short(str(exc).strip().splitlines()[-1])})")
+        reply = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
+        try:
+            delta = parse_delta(reply, request.profile)
+        except ActionParseError as exc:
+            why = f"the policy's reply (version {generation.policy_version}) is not a usable apply_delta call: {exc}"
+            return self._fallback(request, _short(why))
+        return PredictDeltaResponse(
+            delta=delta,
+            confidence=delta.confidence,
+            reasoning=f"Written by the policy model (version {generation.policy_version}): {_short(reply.strip())}",
+            policy_version=generation.policy_version,
+        )
+
+    def _fallback(self, request: PredictDeltaRequest, why: str) -> PredictDeltaResponse:
+        delta, confidence, reasoning = estimator.predict_delta(request.profile, request.observation)
+        return PredictDeltaResponse(
+            delta=delta, confidence=confidence, reasoning=f"Fallback to the persona expert because {why}. {reasoning}"
+        )
+
+    @api.post("/train", response_model=TrainResponse)
+    async def train(self, request: TrainRequest) -> TrainResponse:
+        if self.delta_policy is not None:
+            detail = (
+                "policy 'rllib' is not trainable over HTTP: the PPO checkpoint trains offline on the persona "
+                "simulator (`terrarium baseline CONFIG`); nothing was stored"
+            )
+            raise HTTPException(409, detail)
+        if self.store is None:
+            raise HTTPException(503, "no trajectory store is configured: /train keeps trajectories before training")
+        documents = [trajectory.model_dump(mode="json") for trajectory in request.trajectories]
+        try:
+            async with self.store_lock:
+                await asyncio.to_thread(self.store.put_documents, EVOLUTION_KIND, documents)
+        except Exception as exc:  # disk or database failure: say so, train nothing
+            detail = f"storing the trajectories failed, nothing was trained: {_short(str(exc))}"
+            raise HTTPException(503, detail) from exc
+        if self.trainer is None:
+            detail = f"stored {len(documents)} trajectories; policy '{self.config.policy}' has no model to train"
+            raise HTTPException(409, detail)
+
+        start = time.perf_counter()
+        group_id = f"train-{uuid.uuid4().hex}"
+        records: list[Trajectory] = []
+        weights: list[float | None] = []
+        for trajectory, weight in zip(request.trajectories, request.importance_weights):
+            record = self._training_record(trajectory, group_id)
+            if len(record.token_ids) <= self.config.engine.max_model_len:  # longer: the model never reads it
+                records.append(record)
+                weights.append(weight)
+        try:
+            metrics = await self.trainer.update.remote(records, weights, LOSS_TYPES[request.loss_type])
+        except RayError as exc:
+            detail = _short(str(exc).strip().splitlines()[-1])
+            raise HTTPException(500, f"the policy update failed (the trajectories are stored): {detail}") from exc
+        return TrainResponse(
+            loss=metrics["loss"],
+            training_time_ms=round(1000 * (time.perf_counter() - start)),
+            num_trajectories_used=int(metrics["num_trajectories_used"]),
+            loss_type=request.loss_type,
+            policy_version=int(metrics["policy_version"]),
+        )
+
+    def _training_record(self, trajectory: EvolutionTrajectory, group_id: str) -> Trajectory:
+        """The step as one token sequence: the prompt /predict-delta would show, then the action as the tool
+        call the model would write (the only policy tokens)."""
+        prompt = self.format.prompt_ids(trajectory.state, trajectory.observation)
+        reply = self.format.reply_ids(trajectory.action, trajectory.state)
+        tokens = prompt + reply
+        return Trajectory(
+            episode_id=trajectory.id,
+            run_id=self.config.app_name,
+            step=0,
+            group_id=group_id,
+            harness="persona",
+            seed=0,
+            policy_version=-1,  # RustyWorm chose the action, not this model
+            token_ids=tokens,
+            loss_mask=[0] * len(prompt) + [1] * len(reply),
+            logprobs=[0.0] * len(tokens),
+            prompt_length=len(prompt),
+            turn_rewards=[trajectory.reward],
+            total_reward=trajectory.reward,
+            status="completed",
+            num_turns=1,
+        )
+
+    @api.post("/v1/chat/completions", response_model=ChatCompletionResponse)
+    async def chat_completions(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
+        if self.engine is None:
+            raise HTTPException(409, f"policy '{self.config.policy}' serves no language model; chat needs policy 'llm'")
+        messages = [message.model_dump() for message in request.messages]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prompt = self.tokenizer.encode(text, add_special_tokens=False)
+        max_tokens = request.max_tokens or self.config.sampling.max_tokens
+        context = self.config.engine.max_model_len
+        if len(prompt) + max_tokens > context:
+            field = "max_tokens" if len(prompt) < context else "messages"
+            message = f"the prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) exceed the context ({context})"
+            raise _invalid(field, message)
+        sampling = SamplingConfig(
+            temperature=self.config.sampling.temperature if request.temperature is None else request.temperature,
+            top_p=self.config.sampling.top_p if request.top_p is None else request.top_p,
+            max_tokens=max_tokens,
+        )
+        try:
+            generation = await self.engine.generate.remote(prompt, sampling, [self.end_of_turn], request.seed)
+        except RayError as exc:
+            raise HTTPException(503, f"the policy engine failed: {_short(str(exc).strip().splitlines()[-1])}") from exc
+        content = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
+        return ChatCompletionResponse(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=request.model or str(self.published.checkpoint or self.build.model_path),
+            choices=[
+                ChatChoice(
+                    index=0,
+                    message=ChatMessage(role="assistant", content=content),
+                    finish_reason=generation.finish_reason,
+                )
+            ],
+            usage=ChatUsage(
+                prompt_tokens=len(prompt),
+                completion_tokens=len(generation.token_ids),
+                total_tokens=len(prompt) + len(generation.token_ids),
+            ),
+            policy_version=generation.policy_version,
+        )
+
+
+# ---- building, running and publishing --------------------------------------------------------------------
+
+
+def _api_key(config: ServeConfig) -> str | None:
+    if config.api_key_env is None:
+        return None
+    return os.environ.get(config.api_key_env) or None
+
+
+def _application(build: ServiceBuild, release: PublishedPolicy) -> Application:
+    config = build.config
+    options: dict[str, Any] = {
+        "name": DEPLOYMENT_NAME,
+        "max_ongoing_requests": config.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": config.replica_num_cpus},
+        "user_config": release.model_dump(mode="json"),
+        # Serve's imperative API gives every serve.run a new random code version, which restarts the replicas.
+        # Pinning it to the build id makes a user_config-only change (publish) an in-place reconfigure, as a
+        # declarative `serve deploy` would; `version` is only accepted as an internal option.
+        "version": build.build_id,
+        "_internal": True,
+    }
+    if config.autoscaling is not None:
+        options["autoscaling_config"] = config.autoscaling.model_dump()
+    else:
+        options["num_replicas"] = config.num_replicas
+    return PolicyService.options(**options).bind(build)
+
+
+def _describe_checkpoint(trainer: Any, checkpoint: str | Path, policy_version: int | None) -> PublishedPolicy:
+    """The user_config serving `checkpoint` (a checkpoint, model or run directory), from the trainer actor,
+    which knows the learner's checkpoint layout; ValueError when there is nothing to load."""
+    try:
+        facts = ray.get(trainer.describe_checkpoint.remote(str(checkpoint), policy_version))
+    except FileNotFoundError as exc:  # raised in the actor: Ray's error is also a FileNotFoundError
+        raise ValueError(str(getattr(exc, "cause", exc))) from None
+    return PublishedPolicy.model_validate(facts)
+
+
+def build_app(config: ServeConfig, trainer: Any | None = None) -> Application:
+    """The application for `config`. `trainer`: the learner's PolicyTrainer actor handle (it holds the engine),
+    required for policy "llm" and refused for the others. Policy llm serves config.checkpoint or the newest
+    checkpoint of config.run_dir from the start, else the engine's own weights; policy rllib loads the RLlib
+    checkpoint config.checkpoint here (a ValueError when it is not one) and hands it to the replicas. Needs a
+    connected Ray."""
+    if (config.policy == "llm") != (trainer is not None):
+        raise ValueError(
+            "policy 'llm' needs a PolicyTrainer actor (learner.online_trainer.start_policy_trainer) and policies "
+            f"'expert' and 'rllib' take none; got policy {config.policy!r} with trainer {trainer!r}"
+        )
+    engine = model_path = delta_policy = None
+    if config.policy == "rllib":
+        delta_policy = load_checkpoint_policy(f"rllib:{config.checkpoint}")
+    release = PublishedPolicy()
+    if trainer is not None:
+        engine = ray.get(trainer.get_engine.remote())
+        model_path = str(resolve_model_path(config.model))
+        if config.initial_weights is not None:
+            release = _describe_checkpoint(trainer, config.initial_weights, None)
+    return _application(ServiceBuild(config, trainer, engine, model_path, _api_key(config), delta_policy), release)
+
+
+def run(config: ServeConfig, trainer: Any | None = None) -> str:
+    """Deploy `config` on Serve's HTTP proxy at http://{host}:{port}{route_prefix} (127.0.0.1:8888 by default)
+    and return that URL; the app keeps serving until it is deleted or its trainer's owner exits. Needs a
+    connected Ray; a Serve instance already running keeps its own host and port."""
+    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.run(build_app(config, trainer), name=config.app_name, route_prefix=config.route_prefix)
+    return f"http://{config.host}:{config.port}{config.route_prefix}"
+
+
+def publish(
+    config: ServeConfig, checkpoint: str | Path, policy_version: int | None = None
+) -> PublishedPolicy | None:
+    """Serve `checkpoint` (a checkpoint, model or run directory: its newest checkpoint) as `policy_version`
+    (default: the checkpoint's own) from the running application config.app_name in this Ray cluster: its
+    user_config changes, the replicas reconfigure in place and the engine swaps weights without dropping
+    requests. Only config.app_name is read; the rest comes from the running app. Returns what is now served,
+    or None, with a log line, when no such app runs (or it serves a policy without an engine: expert, rllib)."""
+    if not ray.is_initialized() or config.app_name not in serve.status().applications:
+        logger.warning("publish: no Serve application %r is running; %s not published", config.app_name, checkpoint)
+        return None
+    build: ServiceBuild = serve.get_app_handle(config.app_name).get_build.remote().result()
+    if build.trainer is None:
+        logger.warning(
+            "publish: application %r serves policy %r, which has no engine weights to publish",
+            config.app_name, build.config.policy,
+        )
+        return None
+    release = _describe_checkpoint(build.trainer, checkpoint, policy_version)
+    serve.run(_application(build, release), name=config.app_name, route_prefix=build.config.route_prefix)
+    logger.info("publish: %r now serves %s as version %d", config.app_name, release.checkpoint, release.policy_version)
+    return release

@@ -1,0 +1,98 @@
+"""Settings of the policy service (serve.app), and the published policy that Serve's user_config carries.
+
+Defaults are the ones RustyWorm's client expects: http://127.0.0.1:8888, no API key, JSON bodies up to 1 MiB.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rollout.engine import EngineConfig, SamplingConfig
+from rollout.model_source import ModelConfig
+from rollout.store import StoreConfig
+
+# llm: the served model writes the delta; expert: the persona expert; rllib: a PPO checkpoint of
+# `terrarium baseline` (learner.rllib_baseline), loaded through rollout.evaluation.load_checkpoint_policy.
+PolicyKind = Literal["llm", "expert", "rllib"]
+
+
+class AutoscalingSettings(BaseModel):
+    """Serve's replica autoscaling: replicas are added while each has more than `target_ongoing_requests`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    target_ongoing_requests: float = Field(16.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingSettings:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        return self
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    app_name: str = Field("persona", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the Serve application")
+    host: str = Field("127.0.0.1", description="Serve's HTTP proxy address; 0.0.0.0 exposes it to the network")
+    port: int = Field(8888, ge=1, le=65535)
+    route_prefix: str = Field("/", pattern=r"^/", description="the app's routes live under this path")
+    num_replicas: int = Field(1, ge=1, description="ignored when autoscaling is set")
+    autoscaling: AutoscalingSettings | None = None
+    max_ongoing_requests: int = Field(64, ge=1, description="per replica; the engine batches what they send")
+    replica_num_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved per replica")
+    policy: PolicyKind = Field(
+        "llm", description="llm: the served model writes the delta; expert: the persona expert; rllib: a PPO checkpoint"
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig, description="base weights and tokenizer")
+    checkpoint: str | None = Field(
+        None,
+        description="llm: weights to serve from the start, a checkpoint or model directory; "
+        "rllib (required): the RLlib checkpoint directory, runs/NAME/checkpoint",
+    )
+    run_dir: str | None = Field(None, description="a training run directory: serve its newest checkpoint")
+    engine: EngineConfig = Field(
+        default_factory=EngineConfig, description="the engine `terrarium serve` starts; max_model_len bounds prompts"
+    )
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=256))
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="larger request bodies get 413")
+    api_key_env: str | None = Field(
+        None, description="environment variable holding the API key; set and non-empty: requests need a Bearer key"
+    )
+    store: StoreConfig | None = Field(None, description="where /train keeps trajectories; null: /train answers 503")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServeConfig:
+        if self.engine.num_engines != 1:
+            raise ValueError("the replicas share one engine: engine.num_engines must be 1")
+        if self.checkpoint is not None and self.run_dir is not None:
+            raise ValueError("give checkpoint or run_dir, not both")
+        if self.policy == "expert" and (self.checkpoint is not None or self.run_dir is not None):
+            raise ValueError("policy 'expert' serves no weights: checkpoint and run_dir need policy 'llm' or 'rllib'")
+        if self.policy == "rllib" and (self.checkpoint is None or self.run_dir is not None):
+            raise ValueError(
+                "policy 'rllib' serves one RLlib checkpoint: set checkpoint (e.g. runs/persona-baseline/checkpoint), "
+                "not run_dir"
+            )
+        return self
+
+    @property
+    def initial_weights(self) -> str | None:
+        """Policy llm: the checkpoint, model or run directory to serve from the start; None: the base model."""
+        return self.checkpoint if self.checkpoint is not None else self.run_dir
+
+
+class PublishedPolicy(BaseModel):
+    """The deployment's user_config: which weights the engine serves. Changing it reconfigures the replicas in
+    place (serve.app.publish); `checkpoint` None keeps the weights the engine started with. Built from the
+    trainer actor's describe_checkpoint, which knows the learner's checkpoint layout."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str | None = Field(None, description="a model directory (config.json and weights)")
+    policy_version: int = Field(0, ge=0)
+    checkpoint_step: int | None = Field(None, description="its learner optimizer step; None: not a checkpoint")

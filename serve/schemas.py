@@ -1,0 +1,102 @@
+"""The service's request and response bodies.
+
+/predict-delta and /train take RustyWorm's serde shapes exactly (rollout.persona.models) and answer with the
+fields its client reads; the extra `policy_version` it ignores (serde skips unknown fields). Chat follows the
+OpenAI chat-completions format for the options listed; any other option is refused by name rather than
+silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from rollout.persona.models import AiProfile, BehaviorObservation, EvolutionTrajectory, PersonalityDelta
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class PredictDeltaRequest(_Body):
+    profile: AiProfile
+    observation: BehaviorObservation
+
+
+class PredictDeltaResponse(_Body):
+    delta: PersonalityDelta
+    confidence: float
+    reasoning: str
+    policy_version: int | None = Field(None, description="the engine weights that wrote it; null: the expert did")
+
+
+class TrainRequest(_Body):
+    trajectories: list[EvolutionTrajectory] = Field(min_length=1)
+    # serde_json writes a NaN weight as null: accepted here, and dropped like any other unusable weight.
+    importance_weights: list[float | None]
+    loss_type: Literal["MINIRL", "GRPO"]
+
+    @field_validator("importance_weights")
+    @classmethod
+    def _one_weight_per_trajectory(cls, weights: list[float | None], info: ValidationInfo) -> list[float | None]:
+        trajectories = info.data.get("trajectories")
+        if trajectories is not None and len(weights) != len(trajectories):
+            raise ValueError(
+                f"has {len(weights)} entries but trajectories has {len(trajectories)}; give one weight per trajectory"
+            )
+        return weights
+
+
+class TrainResponse(_Body):
+    loss: float
+    training_time_ms: int
+    num_trajectories_used: int
+    loss_type: str
+    policy_version: int | None = Field(None, description="the engine's version after the update")
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatCompletionRequest(_Body):
+    model: str | None = Field(None, description="accepted for compatibility; the served policy answers")
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    n: Literal[1] = 1
+    stream: Literal[False] = False
+
+
+class ChatChoice(_Body):
+    index: int
+    message: ChatMessage
+    finish_reason: str | None
+
+
+class ChatUsage(_Body):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletionResponse(_Body):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: ChatUsage
+    policy_version: int
+
+
+class VersionResponse(_Body):
+    policy_kind: str
+    policy_version: int | None = Field(None, description="the engine's weights; null for the expert")
+    model_path: str | None
+    checkpoint: str | None = Field(None, description="the published checkpoint; null: the base model")
+    checkpoint_step: int | None = Field(None, description="its learner optimizer step, when it is a checkpoint")

@@ -1,0 +1,612 @@
+"""The policy service over real HTTP: Ray Serve on the session's Ray and vLLM engine (the untrained tiny model).
+
+The services start as `terrarium serve` starts them (configs/serve.yaml plus overrides, cluster.serve_command),
+on 127.0.0.1 and a free port; one test runs the command itself. Requests are written in RustyWorm's exact
+serde JSON. The tiny model's replies are never a valid apply_delta
+call, so /predict-delta exercises the fallback to the persona expert; the parsing of valid replies is tested
+on text. /train really updates the engine's weights; the module puts the original weights back at the end.
+Policy rllib serves a PPO checkpoint trained here for one tiny iteration (no engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import math
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cluster.serve_command import ServeCommandConfig, load_serve_config, start_service
+from learner.checkpoint import CheckpointState, capture_rng_state, save_checkpoint
+from learner.online_trainer import normalise_importance_weights, weighted_advantages
+from learner.rllib_baseline import BaselineConfig, RLlibDeltaPolicy, train_baseline
+from rollout.chat import ChatRenderer, system_prompt
+from rollout.engine import SamplingConfig, serialize_state_dict
+from rollout.harnesses.persona import PersonaHarness, first_observation_text
+from rollout.harnesses.tools import ActionParseError, format_action
+from rollout.persona.estimator import predict_delta
+from rollout.persona.models import (
+    AiProfile,
+    BehaviorObservation,
+    EvolutionTrajectory,
+    PersonalityDelta,
+    apply_correction,
+)
+from rollout.store import open_store
+from serve.app import EVOLUTION_KIND, build_app, publish
+from serve.config import ServeConfig
+from serve.policy import PersonaPolicyFormat, delta_action, parse_delta
+from serve.schemas import PredictDeltaResponse, TrainResponse
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVE_CONFIG = REPO_ROOT / "configs" / "serve.yaml"
+API_KEY_ENV = "TERRARIUM_TEST_SERVE_KEY"
+API_KEY = "test-key-5f1d"
+
+# A RustyWorm profile as serde writes it: a Hybrid reasoning style, an axis outside the harness's list
+# ("sarcasm"), and no "formality" axis, which the formal response below makes the expert add.
+PROFILE_JSON = """{
+  "id": "llama3-mimic",
+  "display_name": "Llama 3 (mimic)",
+  "version": "1.0",
+  "provider": "meta",
+  "description": "Evolving toward llama3",
+  "reasoning_style": {"Hybrid": ["ChainOfThought", "DirectWithDepth"]},
+  "personality": [
+    {"name": "confidence", "value": 0.5, "negative_pole": "uncertain", "positive_pole": "confident"},
+    {"name": "verbosity", "value": 0.4, "negative_pole": "terse", "positive_pole": "verbose"},
+    {"name": "sarcasm", "value": -0.2, "negative_pole": "earnest", "positive_pole": "sarcastic"}
+  ],
+  "response_style": {
+    "verbosity": 0.4, "formality": 0.5, "uses_markdown": true, "uses_code_blocks": true, "uses_emojis": false,
+    "preferred_list_style": "Bullets", "max_response_length": null, "paragraph_style": "Adaptive"
+  },
+  "safety": {
+    "refuses_harmful": true, "refuses_illegal": true, "hedges_uncertainty": true, "adds_disclaimers": false,
+    "caution_level": 0.7, "custom_constraints": []
+  },
+  "supported_modalities": ["text"],
+  "max_context_window": 8192,
+  "supports_function_calling": false,
+  "supports_streaming": true,
+  "signature_phrases": ["Here's"],
+  "avoids_phrases": [],
+  "knowledge_cutoff": "2023-12",
+  "uncertainty_behavior": "HedgeWithCaveats",
+  "metadata": {"source": "rustyworm"}
+}"""
+
+OBSERVATION_JSON = """{
+  "query": "How should I structure a database migration?",
+  "response": "Therefore the migration must commence with a backup. Additionally, ensure the schema is adequate \
+prior to deployment. Furthermore, the rollback plan is essential.",
+  "patterns": ["Tone: neutral", "Structure: prose"],
+  "similarity_to_target": 0.667,
+  "confidence": 0.8
+}"""
+
+PREDICT_JSON = '{"profile": ' + PROFILE_JSON + ', "observation": ' + OBSERVATION_JSON + "}"
+
+TRAJECTORY_JSON = (
+    '{"id": "6f1c2e8a-3b7d-4c59-9a2e-1d4b5c6e7f80", "state": ' + PROFILE_JSON + ", "
+    '"action": {"adjustments": [["confidence", 0.1], ["formality", 0.3]], "confidence": 0.8, "source": "Observation"}, '
+    '"observation": ' + OBSERVATION_JSON + ', "reward": 0.25, "next_state": ' + PROFILE_JSON + ", "
+    '"timestamp": "2025-01-31T12:00:00.123456789Z", "used_in_training": false, "importance_weight": 1.0}'
+)
+
+
+@dataclass
+class Service:
+    url: str
+    config: ServeCommandConfig
+    secure_url: str
+    secure_config: ServeCommandConfig
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def serve_port(ray_session):
+    """One Serve HTTP proxy for the module's apps (a running Serve keeps its port), on a free port."""
+    from ray import serve
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def service(ray_session, serve_port, engine, tiny_model_dir, tmp_path_factory):
+    from ray import serve
+
+    port = serve_port
+    config = load_serve_config(
+        SERVE_CONFIG,
+        [
+            "app_name=test-persona", f"port={port}", f"model.path={tiny_model_dir}", "sampling.max_tokens=24",
+            "max_body_bytes=65536", "replica_num_cpus=0.1", f"store.root={tmp_path_factory.mktemp('serve-store')}",
+            "trainer.lr=1e-3", "trainer.num_cpus=0.1",
+        ],
+    )
+    secure = load_serve_config(
+        SERVE_CONFIG,
+        [
+            "app_name=test-secure", f"port={port}", "route_prefix=/secure", "policy=expert",
+            f"api_key_env={API_KEY_ENV}", "replica_num_cpus=0.1",
+            f"store.root={tmp_path_factory.mktemp('secure-store')}",
+        ],
+    )
+    os.environ[API_KEY_ENV] = API_KEY
+    original_version = ray_session.get(engine.get_policy_version.remote())
+    try:
+        url = start_service(config, engine)  # the session's engine: tests start no second one
+        secure_url = start_service(secure)
+        assert url == f"http://127.0.0.1:{port}/" and secure_url == f"http://127.0.0.1:{port}/secure"
+        yield Service(url.rstrip("/"), config, secure_url, secure)
+    finally:
+        if config.app_name in serve.status().applications:
+            ray_session.kill(serve.get_app_handle(config.app_name).get_build.remote().result().trainer)
+        for app_name in (config.app_name, secure.app_name):
+            if app_name in serve.status().applications:
+                serve.delete(app_name)
+        os.environ.pop(API_KEY_ENV, None)
+        original = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).state_dict()
+        ray_session.get(engine.load_weights.remote(serialize_state_dict(original), original_version))
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with httpx.Client(base_url=service.url, timeout=120) as http:
+        yield http
+
+
+def _post_json(client: httpx.Client, path: str, text: str) -> httpx.Response:
+    return client.post(path, content=text.encode(), headers={"Content-Type": "application/json"})
+
+
+def _trajectories(rewards: list[float]) -> list[dict]:
+    first = json.loads(TRAJECTORY_JSON)
+    records = []
+    for index, reward in enumerate(rewards):
+        record = copy.deepcopy(first)
+        record["id"] = f"6f1c2e8a-3b7d-4c59-9a2e-1d4b5c6e7f8{index}"
+        record["reward"] = reward
+        record["action"]["adjustments"][0][1] = 0.1 * (index + 1)
+        records.append(record)
+    return records
+
+
+# ---- pieces, no Ray -------------------------------------------------------------------------------------
+
+
+def test_importance_weights_average_one_and_unusable_ones_are_dropped():
+    weights = normalise_importance_weights([2.0, 0.0, float("nan"), 4.0, -1.0, None, float("inf")])
+    assert weights == pytest.approx([2 / 3, 0.0, 0.0, 4 / 3, 0.0, 0.0, 0.0])
+    assert normalise_importance_weights([0.0, -2.0]) == [0.0, 0.0]
+
+
+def test_weighted_advantages_are_a_zero_sum_baseline():
+    rewards, weights = [0.5, -0.2, 0.3], [0.5, 1.0, 1.5]
+    advantages = weighted_advantages(rewards, weights)
+    assert sum(w * a for w, a in zip(weights, advantages)) == pytest.approx(0.0, abs=1e-9)
+    assert advantages[0] > 0 > advantages[1]
+    assert weighted_advantages([0.2, 0.2], [1.0, 1.0]) is None
+
+
+def test_valid_reply_becomes_a_clamped_delta():
+    profile = AiProfile.model_validate_json(PROFILE_JSON)
+    arguments = {"adjustments": {"confidence": 3.5, "formality": 0.6}, "confidence": 0.5}
+    reply = json.dumps({"name": "apply_delta", "arguments": arguments})
+    delta = parse_delta(reply, profile)
+    # confidence is clamped to the action space's 2.0; formality is missing, so its amount is scaled by the
+    # confidence, because RustyWorm adds a missing axis unscaled.
+    assert delta.adjustments == [("confidence", 2.0), ("formality", 0.3)]
+    assert delta.confidence == 0.5 and delta.source == "Observation"
+    updated = apply_correction(profile, delta)
+    assert updated.personality_value("confidence") == 1.0
+    assert updated.personality_value("formality") == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "the weather is nice",
+        '<tool_call>{"name": "apply_delta", "arguments": {"adjustments": {"sarcasm": 0.5}, "confidence": 1}}'
+        "</tool_call>",
+        '{"name": "apply_delta", "arguments": {"adjustments": {"humor": "lots"}, "confidence": 1}}',
+        '{"name": "apply_delta", "arguments": {"adjustments": [["humor", 0.1]], "confidence": 1}}',
+        '{"name": "apply_delta", "arguments": {"adjustments": {}}}',
+        "apply_delta humor 0.5",
+    ],
+)
+def test_unusable_replies_are_refused(reply):
+    with pytest.raises(ActionParseError):
+        parse_delta(reply, AiProfile.model_validate_json(PROFILE_JSON))
+
+
+def test_training_text_reads_back_as_the_action():
+    profile = AiProfile.model_validate_json(PROFILE_JSON)
+    action = PersonalityDelta(adjustments=[("confidence", 0.1), ("formality", 0.3), ("sarcasm", 0.4)], confidence=0.8)
+    written = delta_action(action, profile)
+    back = parse_delta(format_action(written), profile)
+    # "sarcasm" is not a harness axis, so the model cannot write it; the others come back as they were.
+    assert back.confidence == 0.8
+    assert dict(back.adjustments) == pytest.approx({"confidence": 0.1, "formality": 0.3})
+
+
+def test_served_prompt_is_the_harness_training_prompt(tiny_model_dir):
+    renderer = ChatRenderer(AutoTokenizer.from_pretrained(tiny_model_dir))
+    policy_format = PersonaPolicyFormat(renderer)
+    for seed in range(20):
+        harness = PersonaHarness()
+        first = asyncio.run(harness.reset(seed=seed))
+        profile = AiProfile.model_validate(first.metadata["profile"])
+        observation = BehaviorObservation.model_validate(first.metadata["observation"])
+        # RustyWorm sends the convergence rounded (similarity_to_target); the harness shows its exact value.
+        text = first.content.replace(f"{harness.convergence:.3f}", f"{observation.similarity_to_target:.3f}")
+        assert first_observation_text(profile, observation) == text
+        training_prompt = renderer.first_prompt(system_prompt(harness, harness.get_action_space()), text)
+        assert policy_format.prompt_ids(profile, observation) == training_prompt
+
+
+def test_build_app_needs_a_trainer_exactly_for_the_llm_policy(tmp_path):
+    with pytest.raises(ValueError, match="policy 'llm' needs a PolicyTrainer actor"):
+        build_app(ServeConfig(policy="llm"))
+    with pytest.raises(ValueError, match="'expert' and 'rllib' take none"):
+        build_app(ServeConfig(policy="expert"), trainer=object())
+    with pytest.raises(ValueError, match="'expert' and 'rllib' take none"):
+        build_app(ServeConfig(policy="rllib", checkpoint=str(tmp_path)), trainer=object())
+
+
+def test_rllib_policy_needs_exactly_a_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="policy 'rllib' serves one RLlib checkpoint"):
+        ServeConfig(policy="rllib")
+    with pytest.raises(ValueError, match="policy 'rllib' serves one RLlib checkpoint"):
+        ServeConfig(policy="rllib", run_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="not a persona baseline checkpoint"):
+        build_app(ServeConfig(policy="rllib", checkpoint=str(tmp_path)))
+
+
+# ---- the service over HTTP ------------------------------------------------------------------------------
+
+
+def test_health_and_version(client, service, tiny_model_dir):
+    assert client.get("/health").status_code == 200
+    version = client.get("/version").json()
+    assert version["policy_kind"] == "llm"
+    assert isinstance(version["policy_version"], int)
+    assert version["model_path"] == str(tiny_model_dir)
+
+
+def test_predict_delta_in_rust_form_falls_back_to_the_expert(client):
+    response = _post_json(client, "/predict-delta", PREDICT_JSON)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    PredictDeltaResponse.model_validate(body)
+    delta = PersonalityDelta.model_validate(body["delta"])
+    assert delta.model_dump(mode="json") == body["delta"]  # the exact serde shape comes back
+    assert body["reasoning"].startswith("Fallback to the persona expert because the policy's reply")
+    assert body["policy_version"] is None
+
+    profile = AiProfile.model_validate_json(PROFILE_JSON)
+    expected, confidence, _ = predict_delta(profile, BehaviorObservation.model_validate_json(OBSERVATION_JSON))
+    assert delta == expected and body["confidence"] == confidence
+    assert "formality" in dict(delta.adjustments)  # an axis the profile lacks
+    updated = apply_correction(profile, delta)
+    assert updated.personality_value("formality") is not None
+    assert updated.personality_value("sarcasm") == -0.2
+
+
+def _validation_message(response: httpx.Response) -> str:
+    assert response.status_code == 422, response.text
+    return response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda b: b["profile"]["personality"][0].update(value=1.5), "body.profile.personality.0.value"),
+        (lambda b: b["profile"].update(reasoning_style={"Hybrid": ["Bogus"]}), "body.profile.reasoning_style"),
+        (lambda b: b.pop("observation"), "body.observation"),
+        (lambda b: b["profile"].update(mood="sunny"), "body.profile.mood"),
+        (lambda b: b["observation"].update(confidence="0.8"), "body.observation.confidence"),
+    ],
+)
+def test_bad_predict_fields_are_422_naming_the_field(client, edit, field):
+    body = json.loads(PREDICT_JSON)
+    edit(body)
+    assert field in _validation_message(client.post("/predict-delta", json=body))
+
+
+def test_bad_train_and_chat_fields_are_422_naming_the_field(client):
+    trajectories = _trajectories([0.1, 0.2])
+    request = {"trajectories": trajectories, "importance_weights": [1.0], "loss_type": "GRPO"}
+    mismatched = client.post("/train", json=request)
+    assert "body.importance_weights" in _validation_message(mismatched)
+    assert "has 1 entries but trajectories has 2" in mismatched.json()["message"]
+    wrong_loss = client.post("/train", json=request | {"importance_weights": [1, 1], "loss_type": "PPO"})
+    assert "body.loss_type" in _validation_message(wrong_loss)
+    trajectories[1]["timestamp"] = "yesterday"
+    assert "body.trajectories.1.timestamp" in _validation_message(
+        client.post("/train", json={"trajectories": trajectories, "importance_weights": [1, 1], "loss_type": "GRPO"})
+    )
+    bad_role = client.post("/v1/chat/completions", json={"messages": [{"role": "robot", "content": "hi"}]})
+    assert "body.messages.0.role" in _validation_message(bad_role)
+    assert "body" in _validation_message(_post_json(client, "/predict-delta", PREDICT_JSON[:-5]))
+
+
+def test_oversized_bodies_are_413(client, service):
+    body = json.loads(PREDICT_JSON)
+    body["observation"]["response"] = "x" * (service.config.max_body_bytes + 1)
+    assert client.post("/predict-delta", json=body).status_code == 413
+    text = json.dumps(body).encode()
+    chunks = (text[i : i + 8192] for i in range(0, len(text), 8192))  # chunked: no Content-Length to check
+    chunked = client.post("/predict-delta", content=chunks, headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 413
+
+
+def test_api_key_is_required_when_configured(service):
+    with httpx.Client(base_url=service.secure_url, timeout=60) as http:
+        assert http.get("/health").status_code == 200  # open for the Rust client
+        assert _post_json(http, "/predict-delta", PREDICT_JSON).status_code == 401
+        wrong = http.post("/predict-delta", content=PREDICT_JSON, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert http.get("/version").status_code == 401
+        headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+        allowed = http.post("/predict-delta", content=PREDICT_JSON, headers=headers)
+        assert allowed.status_code == 200, allowed.text
+        assert allowed.json()["reasoning"].startswith("Trait estimates")  # the expert policy, no fallback
+        assert http.get("/version", headers=headers).json()["policy_kind"] == "expert"
+        # The expert has no model to train: the records are kept, and the answer says nothing was trained.
+        trajectories = _trajectories([0.1, 0.2])
+        request = {"trajectories": trajectories, "importance_weights": [1, 1], "loss_type": "GRPO"}
+        refused = http.post("/train", json=request, headers=headers)
+        assert refused.status_code == 409 and "no model to train" in refused.json()["detail"]
+    with open_store(service.secure_config.store) as store:
+        assert [doc["id"] for doc in store.get_documents(EVOLUTION_KIND)] == [t["id"] for t in trajectories]
+
+
+def _greedy(ray_session, engine, tokenizer) -> tuple[list[int], list[float], int]:
+    prompt = tokenizer.encode("<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
+    generation = ray_session.get(
+        engine.generate.remote(prompt, SamplingConfig(temperature=0.0, max_tokens=8), [tokenizer.eos_token_id], None)
+    )
+    return generation.token_ids, generation.logprobs, generation.policy_version
+
+
+def test_train_stores_trajectories_then_updates_the_engine(client, service, ray_session, engine, tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokens_before, logprobs_before, version_before = _greedy(ray_session, engine, tokenizer)
+    trajectories = _trajectories([0.5, -0.2, 0.1, 0.3])
+    request = {"trajectories": trajectories, "importance_weights": [1.0, 0.5, 0.0, 2.0], "loss_type": "GRPO"}
+
+    response = client.post("/train", json=request)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    TrainResponse.model_validate(body)
+    assert body["num_trajectories_used"] == 3  # the zero weight is dropped
+    assert body["loss_type"] == "GRPO" and math.isfinite(body["loss"]) and body["training_time_ms"] >= 0
+    assert body["policy_version"] == version_before + 1
+
+    with open_store(service.config.store) as store:
+        stored = {doc["id"]: doc for doc in store.get_documents(EVOLUTION_KIND)}
+    for sent in trajectories:
+        assert EvolutionTrajectory.model_validate(stored[sent["id"]]) == EvolutionTrajectory.model_validate(sent)
+
+    tokens_after, logprobs_after, version_after = _greedy(ray_session, engine, tokenizer)
+    assert version_after == version_before + 1
+    assert tokens_after != tokens_before or max(abs(a - b) for a, b in zip(logprobs_after, logprobs_before)) > 1e-4
+
+    again = client.post("/train", json=request | {"loss_type": "MINIRL"})  # a client retry: same records
+    assert again.status_code == 200 and again.json()["loss_type"] == "MINIRL"
+    assert again.json()["policy_version"] == version_before + 2
+    with open_store(service.config.store) as store:
+        assert len(store.get_documents(EVOLUTION_KIND)) == len(stored)  # stored once
+
+
+def test_train_without_a_learning_signal_changes_nothing(client, ray_session, engine):
+    version = ray_session.get(engine.get_policy_version.remote())
+    request = {"trajectories": _trajectories([0.3, 0.3]), "importance_weights": [1, 1], "loss_type": "GRPO"}
+    flat = client.post("/train", json=request)
+    assert flat.status_code == 200 and flat.json()["num_trajectories_used"] == 0
+    request = {"trajectories": _trajectories([0.1, 0.9]), "importance_weights": [0.0, None], "loss_type": "GRPO"}
+    unusable = client.post("/train", json=request)
+    assert unusable.status_code == 200 and unusable.json()["num_trajectories_used"] == 0
+    assert ray_session.get(engine.get_policy_version.remote()) == version
+
+
+def test_chat_completions(client):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    request = {"model": "terrarium", "messages": messages, "max_tokens": 12, "temperature": 0.7, "seed": 3}
+    response = client.post("/v1/chat/completions", json=request)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert isinstance(body["choices"][0]["message"]["content"], str)
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert body["choices"][0]["finish_reason"] in ("stop", "length")
+    usage = body["usage"]
+    assert 1 <= usage["completion_tokens"] <= 12
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    too_long = client.post("/v1/chat/completions", json=request | {"max_tokens": 100_000})
+    assert "body.max_tokens" in _validation_message(too_long)
+
+
+def test_publish_under_concurrent_requests_loses_none(service, ray_session, engine, tiny_model_dir, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    new_version = ray_session.get(engine.get_policy_version.remote()) + 10
+    save_checkpoint(
+        tmp_path, CheckpointState(step=7, policy_version=new_version), model,
+        torch.optim.AdamW(model.parameters()), [capture_rng_state()], tiny_model_dir,
+    )
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8}
+    statuses: list[int] = []
+    versions: set[int] = set()
+    stop = threading.Event()
+    started = threading.Barrier(9)
+
+    def client_loop(index: int) -> None:
+        with httpx.Client(base_url=service.url, timeout=120) as http:
+            first = True
+            while first or not stop.is_set():
+                if index % 2:
+                    response = _post_json(http, "/predict-delta", PREDICT_JSON)
+                else:
+                    response = http.post("/v1/chat/completions", json=chat)
+                    if response.status_code == 200:
+                        versions.add(response.json()["policy_version"])
+                statuses.append(response.status_code)
+                if first:
+                    first = False
+                    started.wait()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        workers = [pool.submit(client_loop, index) for index in range(8)]
+        started.wait()  # every client has finished one request on the old weights
+        release = publish(service.config, tmp_path)  # a run directory: its latest checkpoint
+        stop.set()
+        for worker in workers:
+            worker.result()
+
+    assert statuses and all(status == 200 for status in statuses), statuses
+    assert new_version in versions and len(versions) >= 2  # requests ran on both sides of the swap
+    assert release.policy_version == new_version
+    version = httpx.get(f"{service.url}/version").json()
+    assert version["policy_version"] == new_version
+    assert version["checkpoint"] == release.checkpoint and version["checkpoint_step"] == 7
+
+    with pytest.raises(ValueError, match="not a model directory"):
+        publish(service.config, tmp_path / "missing")
+    assert httpx.get(f"{service.url}/version").json()["policy_version"] == new_version
+
+
+def test_publish_without_a_running_llm_app_is_a_logged_no_op(service, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="serve.app"):
+        assert publish(ServeConfig(app_name="not-running"), tmp_path) is None
+        assert publish(service.secure_config, tmp_path) is None
+    assert "no Serve application 'not-running' is running" in caplog.text
+    assert "'test-secure' serves policy 'expert'" in caplog.text
+
+
+def test_terrarium_serve_command_serves_until_ctrl_c(service, ray_session):
+    """The real command in a subprocess, on the session's Ray (RAY_ADDRESS) and Serve's port."""
+    from ray import serve
+
+    port = service.config.port
+    command = [
+        sys.executable, "-m", "cluster.cli", "serve", str(SERVE_CONFIG), "policy=expert", "app_name=test-cli",
+        f"port={port}", "route_prefix=/cli", "replica_num_cpus=0.1", "store=null",
+    ]
+    env = os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    output: list[str] = []
+    try:
+        while not any(line.startswith("Serving") for line in output):
+            output.append(lines.get(timeout=180))  # queue.Empty: the command never came up
+        url = f"http://127.0.0.1:{port}/cli"
+        assert f"Serving 'test-cli' (expert policy) at {url}" in "".join(output)
+        assert httpx.get(f"{url}/health", timeout=60).status_code == 200
+        response = httpx.post(f"{url}/predict-delta", content=PREDICT_JSON,
+                              headers={"Content-Type": "application/json"}, timeout=60)
+        assert response.status_code == 200, response.text
+        expected, _, _ = predict_delta(
+            AiProfile.model_validate_json(PROFILE_JSON), BehaviorObservation.model_validate_json(OBSERVATION_JSON)
+        )
+        assert PredictDeltaResponse.model_validate(response.json()).delta == expected
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=120)
+    while not lines.empty():
+        output.append(lines.get())
+    assert code == 0, "".join(output)
+    assert "test-cli" not in serve.status().applications
+
+
+# ---- policy rllib: a PPO checkpoint of `terrarium baseline` ----------------------------------------------
+
+
+@dataclass
+class RLlibService:
+    url: str
+    checkpoint: str
+
+
+@pytest.fixture(scope="module")
+def rllib_service(ray_session, serve_port, tmp_path_factory):
+    """One tiny PPO iteration (the weights are barely trained; the test is about serving them), served as
+    `terrarium serve configs/serve.yaml policy=rllib checkpoint=...` would."""
+    from ray import serve
+
+    baseline = BaselineConfig(
+        output_dir=str(tmp_path_factory.mktemp("baseline")), iterations=1, train_batch_size=64, minibatch_size=32,
+        num_epochs=1, hidden_sizes=[16], max_observations=4,
+    )
+    checkpoint = train_baseline(baseline, log=lambda line: None).checkpoint
+    config = load_serve_config(
+        SERVE_CONFIG,
+        [
+            "app_name=test-rllib", "policy=rllib", f"checkpoint={checkpoint}", f"port={serve_port}",
+            "route_prefix=/rllib", "replica_num_cpus=0.1", "store=null",
+        ],
+    )
+    url = start_service(config)
+    assert url == f"http://127.0.0.1:{serve_port}/rllib"
+    yield RLlibService(url, checkpoint)
+    serve.delete(config.app_name)
+
+
+def test_rllib_policy_answers_predict_delta_in_rust_form(rllib_service):
+    with httpx.Client(base_url=rllib_service.url, timeout=60) as http:
+        assert http.get("/health").status_code == 200
+        version = http.get("/version").json()
+        assert version["policy_kind"] == "rllib" and version["checkpoint"] == rllib_service.checkpoint
+        assert version["policy_version"] is None and version["model_path"] is None
+
+        response = _post_json(http, "/predict-delta", PREDICT_JSON)  # Hybrid reasoning style, no formality axis
+        assert response.status_code == 200, response.text
+        body = response.json()
+        answer = PredictDeltaResponse.model_validate(body)
+        assert answer.delta.model_dump(mode="json") == body["delta"]  # the exact serde shape comes back
+        assert answer.reasoning.startswith("rllib PPO policy") and answer.policy_version is None
+
+        profile = AiProfile.model_validate_json(PROFILE_JSON)
+        observation = BehaviorObservation.model_validate_json(OBSERVATION_JSON)
+        expected = RLlibDeltaPolicy.load(rllib_service.checkpoint).predict(profile, observation, observations_used=0)
+        assert answer.delta == expected and answer.confidence == expected.confidence
+        assert "formality" in dict(answer.delta.adjustments)  # an axis the profile lacks
+        updated = apply_correction(profile, answer.delta)
+        assert updated.personality_value("formality") is not None
+        assert updated.personality_value("sarcasm") == -0.2  # RustyWorm's own axis is kept
+
+        assert "body.observation" in _validation_message(http.post("/predict-delta", json={"profile": {}}))
+
+
+def test_rllib_policy_is_not_trainable_over_http(rllib_service):
+    with httpx.Client(base_url=rllib_service.url, timeout=60) as http:
+        request = {"trajectories": _trajectories([0.1, 0.2]), "importance_weights": [1, 1], "loss_type": "GRPO"}
+        refused = http.post("/train", json=request)
+        assert refused.status_code == 409 and "policy 'rllib' is not trainable over HTTP" in refused.json()["detail"]
+        chat = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}]})
+        assert chat.status_code == 409
