@@ -15,6 +15,8 @@ message that says what was asked for, instead of leaving half the actors waiting
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 
 import ray
@@ -23,6 +25,18 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from rollout.engine import EngineConfig
 
 LEARNER_CPUS_PER_RANK = 1.0  # what LearnerGroup asks for per rank
+
+
+def connect_ray(needed_cpus: float) -> None:
+    """The cluster in RAY_ADDRESS, or a local one with at least `needed_cpus` logical CPUs: engines, rollout
+    workers, learner ranks and replicas each reserve Ray CPUs, and on a small machine they would otherwise
+    wait forever for one another."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+        return
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed_cpus)))
 
 
 def engine_bundles(config: EngineConfig, use_gpu: bool) -> list[dict[str, float]]:

@@ -10,8 +10,6 @@ serve.config.ServeConfig plus a `trainer` section (learner.online_trainer.Online
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from pydantic import Field
 from ray import serve
 
 from cluster.config import load_config
+from cluster.placement import connect_ray
 from learner.online_trainer import OnlineTrainerConfig, start_policy_trainer
 from rollout.engine import start_engines
 from rollout.model_source import resolve_model_path
@@ -63,22 +62,18 @@ def start_service(config: ServeCommandConfig, engine: Any | None = None) -> str:
     return run_policy_service(service, trainer)
 
 
-def connect_ray(config: ServeCommandConfig) -> None:
-    """The cluster in RAY_ADDRESS, or a local one with at least the Ray CPUs the service reserves (engine,
-    trainer, replicas), so nothing waits forever on a small machine."""
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-        return
+def needed_cpus(config: ServeCommandConfig) -> float:
+    """The Ray CPUs the service reserves: its replicas, and for the llm policy the engine and the trainer."""
     replicas = config.autoscaling.max_replicas if config.autoscaling is not None else config.num_replicas
     needed = replicas * config.replica_num_cpus
     if config.policy == "llm":
         needed += config.engine.num_cpus + config.trainer.num_cpus
-    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
+    return needed
 
 
 def serve_forever(config: ServeCommandConfig) -> None:
     """Serve until Ctrl-C, then delete the app (on a shared cluster, Serve itself keeps running)."""
-    connect_ray(config)
+    connect_ray(needed_cpus(config))
     try:
         url = start_service(config)
         print(f"Serving {config.app_name!r} ({config.policy} policy) at {url}  (Ctrl-C to stop)", flush=True)

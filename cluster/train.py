@@ -14,7 +14,6 @@ same state and neither repeats nor skips a step.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -27,7 +26,7 @@ from transformers import AutoTokenizer
 
 from cluster.config import TerrariumConfig
 from cluster.metrics import MetricsLog, plot_curves
-from cluster.placement import Placement, reserve
+from cluster.placement import Placement, connect_ray, reserve
 from learner.checkpoint import latest_checkpoint
 from learner.group import LearnerGroup
 from rollout.agent_loop import EpisodeRequest
@@ -105,27 +104,13 @@ def resolve_run_dir(config: TerrariumConfig) -> Path:
     return config.run_dir.resolve()
 
 
-def connect_ray(config: TerrariumConfig) -> None:
-    """The cluster in RAY_ADDRESS, or a local one. Engines, rollout workers and learner ranks each reserve
-    Ray CPUs; a local cluster gets at least that many logical CPUs so none waits forever on a small machine."""
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-        return
-    needed = (
-        config.engine.num_engines * config.engine.num_cpus
-        + config.rollout.num_workers
-        + config.train.num_learner_ranks
-    )
-    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)))
-
-
 def train(config: TerrariumConfig) -> dict[str, float]:
     run_dir = resolve_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
-    connect_ray(config)
+    connect_ray(
+        config.engine.num_engines * config.engine.num_cpus + config.rollout.num_workers + config.train.num_learner_ranks
+    )
     model_path = resolve_model_path(config.model)
     placement = reserve(
         config.engine, config.train.num_learner_ranks, config.train.placement_timeout_s, config.run_name

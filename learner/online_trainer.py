@@ -32,7 +32,7 @@ from transformers import AutoModelForCausalLM
 from learner.batch import collate, split_into_chunks, token_logprobs
 from learner.checkpoint import latest_checkpoint, read_checkpoint_state
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss
-from rollout.engine import serialize_state_dict
+from learner.weight_sync import sync_through_object_store
 from rollout.trajectory import Trajectory
 
 ADVANTAGE_EPS = 1e-6
@@ -49,15 +49,17 @@ class OnlineTrainerConfig(BaseModel):
     micro_batch_size: int = Field(8, ge=1, description="trajectories per forward/backward")
     num_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved by the trainer actor")
     num_gpus: float = Field(0.0, ge=0, description="> 0 trains on a GPU")
+    sync_timeout_s: float = Field(120.0, gt=0, description="deadline for pushing new weights into the engine")
 
 
 def normalise_importance_weights(weights: Sequence[float | None]) -> list[float]:
     """Usable weights (finite, > 0) divided by their mean; unusable ones (<= 0, NaN, inf, null) become 0."""
-    usable = [w for w in weights if w is not None and math.isfinite(w) and w > 0]
+    kept = [w if w is not None and math.isfinite(w) and w > 0 else 0.0 for w in weights]
+    usable = sum(w > 0 for w in kept)
     if not usable:
-        return [0.0] * len(weights)
-    mean = sum(usable) / len(usable)
-    return [w / mean if w is not None and math.isfinite(w) and w > 0 else 0.0 for w in weights]
+        return kept
+    mean = sum(kept) / usable
+    return [w / mean for w in kept]
 
 
 def weighted_advantages(rewards: Sequence[float], weights: Sequence[float]) -> list[float] | None:
@@ -128,8 +130,8 @@ class PolicyTrainer:
 
     def _push(self, policy_version: int) -> int:
         assert self.model is not None
-        payload = serialize_state_dict(self.model.state_dict())
-        return ray.get(self.engine.load_weights.remote(payload, policy_version))
+        sync_through_object_store(self.model.state_dict(), [self.engine], policy_version, self.config.sync_timeout_s)
+        return policy_version
 
     def load_checkpoint(self, model_dir: str, policy_version: int) -> int:
         """Serve these weights as `policy_version` (a fresh optimizer: a new lineage). Loading the same

@@ -25,6 +25,7 @@ from rollout.persona.models import AiProfile, BehaviorObservation, PersonalityDe
 from rollout.persona.profiles import AXES
 
 DELTA_ACTION = "apply_delta"
+PERSONA_ACTIONS = PersonaHarness().get_action_space()  # built once: parse_delta runs on every request
 
 
 class PersonaPolicyFormat:
@@ -32,8 +33,7 @@ class PersonaPolicyFormat:
 
     def __init__(self, renderer: ChatRenderer) -> None:
         self.renderer = renderer
-        harness = PersonaHarness()
-        self.system = system_prompt(harness, harness.get_action_space())
+        self.system = system_prompt(PersonaHarness(), PERSONA_ACTIONS)
 
     def prompt_ids(self, profile: AiProfile, observation: BehaviorObservation) -> list[int]:
         return self.renderer.first_prompt(self.system, first_observation_text(profile, observation))
@@ -46,7 +46,7 @@ class PersonaPolicyFormat:
 
 def parse_delta(reply: str, profile: AiProfile) -> PersonalityDelta:
     """The PersonalityDelta of a model's apply_delta reply; ActionParseError says why a reply is unusable."""
-    action = parse_action(reply, PersonaHarness().get_action_space())
+    action = parse_action(reply, PERSONA_ACTIONS)
     adjustments, confidence = action.arguments["adjustments"], action.arguments["confidence"]
     if not isinstance(adjustments, dict):
         raise ActionParseError(f"adjustments must be an object axis -> amount, got {type(adjustments).__name__}")
