@@ -1,19 +1,26 @@
 """Rollout throughput: how much of raw vLLM's generation speed survives the Terrarium rollout path.
 
-Three parts, in one run, on the tiny local model (float32, eager, the engine settings the tests use):
-1. Raw vLLM (in-process, no Ray): the same prompts a rollout worker renders (first observations of the
-   built-in harnesses), generated all at once, fixed length (ignore_eos), final output only.
-   Also the InferenceEngine class in-process: the engine's own request settings, still without Ray.
-2. The Terrarium path: the Ray engine actor called directly from the driver, then the real rollout path
-   (a RolloutWorker actor playing the same prompts as single-turn episodes: harness reset, chat rendering,
-   engine call over Ray, decode, action parsing). Ratio = rollout-path tokens/s / raw vLLM tokens/s.
-3. Episodes/s of multi-turn number_guess episodes with 1, 8 and 64 concurrent episodes per worker.
+Two parts, in one run, on the tiny local model (float32, eager, the engine settings the tests use):
+1. Tokens/s of the same prompts (first observations of the built-in harnesses, rendered as a rollout worker
+   renders them) through four paths, with the same sampling settings (temperature, max_tokens, stop at the
+   end-of-turn token, the sampled token's logprob, final output only):
+   - raw vLLM: an AsyncLLM in this process, no Ray, no Terrarium code (no per-request seeds);
+   - the InferenceEngine class in this process: Terrarium's request handling, still without Ray;
+   - the Ray engine actor, called directly from the driver;
+   - the rollout path: a RolloutWorker actor playing the prompts as single-turn episodes (harness reset,
+     chat rendering, engine call over Ray, decode, action parsing).
+   The paths take turns within every repetition (raw, in-process, actor, rollout, raw, ...), so a change in
+   the machine's load during the run hits all of them alike; ratio = the median over repetitions of
+   rollout-path tokens/s / raw tokens/s of the same repetition. An idle engine costs no CPU (checked: 0%
+   for EngineCore, ~2% for its worker), so two engines can stay up side by side.
+2. Episodes/s of multi-turn number_guess episodes with 1, 8 and 64 concurrent episodes per worker.
 
-The two vLLM engines never run together: the in-process one is shut down before Ray starts.
 Single-turn episodes need no special harness: with max_turns=1 every episode is exactly one engine call.
+At exit vLLM may print an ignored TypeError from AsyncLLM.__del__ (it runs again during interpreter
+teardown, after the engine was shut down): harmless.
 
 Usage (from the repository root):
-  python bench/rollout_throughput.py [--quick] [--prompts 64] [--max-tokens 64] [--repeats 10]
+  python bench/rollout_throughput.py [--quick] [--prompts 64] [--max-tokens 128] [--repeats 8]
                                      [--episodes 64] [--turns 4] [--concurrency 1 8 64]
 """
 
@@ -27,8 +34,9 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ray
 from transformers import AutoTokenizer
@@ -51,10 +59,12 @@ QUICK = {"prompts": 32, "max_tokens": 32, "repeats": 3, "episodes": 16, "turns":
 @dataclass
 class Measurement:
     name: str
-    tokens: int  # generated tokens in one timed repetition
-    tokens_per_s: float  # the median over the timed repetitions
-    slowest: float  # min and max over the repetitions: the CPUs are shared, so the spread matters
-    fastest: float
+    rates: list[float] = field(default_factory=list)  # tokens/s of each timed repetition, in order
+    tokens: int = 0  # generated tokens in the last repetition
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
 
 
 @dataclass
@@ -93,115 +103,114 @@ async def render_all(renderer: ChatRenderer, requests: list[EpisodeRequest]) -> 
     return [await render_first_prompt(renderer, r) for r in requests]
 
 
-def measure(name: str, run: Callable[[str], int], repeats: int) -> Measurement:
-    """`run(tag)` generates once and returns the tokens generated; untimed warm-up calls come first."""
+def measure_interleaved(paths: dict[str, Callable[[str], int]], repeats: int) -> list[Measurement]:
+    """`path(tag)` generates the prompt set once and returns the tokens generated. Untimed warm-up rounds
+    first, then `repeats` rounds in which every path runs once, in turn."""
     for warmup in range(WARMUP_RUNS):
-        run(f"warmup{warmup}")
-    rates, tokens = [], 0
+        for run in paths.values():
+            run(f"warmup{warmup}")
+    results = {name: Measurement(name) for name in paths}
     for repeat in range(repeats):
-        started = time.perf_counter()
-        tokens = run(f"rep{repeat}")
-        rates.append(tokens / (time.perf_counter() - started))
-    result = Measurement(name, tokens, statistics.median(rates), min(rates), max(rates))
-    print(f"  {name:<58} {tokens:>6} tokens  {result.tokens_per_s:>6.0f} tokens/s", flush=True)
-    return result
+        for name, run in paths.items():
+            started = time.perf_counter()
+            tokens = run(f"rep{repeat}")
+            results[name].rates.append(tokens / (time.perf_counter() - started))
+            results[name].tokens = tokens
+        rates = ", ".join(f"{m.rates[-1]:.0f}" for m in results.values())
+        print(f"  round {repeat + 1}/{repeats}: {rates} tokens/s", flush=True)
+    return list(results.values())
 
 
-def measure_in_process(
-    model_path: str,
-    engine_config: EngineConfig,
+def throughput_paths(
+    runner: asyncio.Runner,
+    local_engine: InferenceEngine,
+    actor_engine: Any,
+    coordinator: RolloutCoordinator,
     sampling: SamplingConfig,
     prompts: list[list[int]],
     end_of_turn: int,
-    repeats: int,
-) -> list[Measurement]:
-    """Phase 1: vLLM without Ray. InferenceEngine is a plain class, so its AsyncLLM has exactly the actor's
-    engine settings; `.engine` is that AsyncLLM, called directly for the raw figure."""
+) -> dict[str, Callable[[str], int]]:
+    """The four paths of part 1, each generating the whole prompt set once per call."""
     from vllm import SamplingParams, TokensPrompt  # imported once main has set the environment
     from vllm.sampling_params import RequestOutputKind
 
-    engine = InferenceEngine(model_path, engine_config)
     raw_params = SamplingParams(
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         max_tokens=sampling.max_tokens,
-        ignore_eos=True,  # every prompt generates exactly max_tokens
+        stop_token_ids=[end_of_turn],
         logprobs=0,  # the rollout path needs them too
         output_kind=RequestOutputKind.FINAL_ONLY,  # what vllm.LLM.generate uses
+        detokenize=False,
     )
 
     async def raw(tag: str) -> int:
         async def one(index: int, prompt: list[int]) -> int:
             request = TokensPrompt(prompt_token_ids=prompt)
-            async for output in engine.engine.generate(request, raw_params, request_id=f"{tag}-{index}"):
+            async for output in local_engine.engine.generate(request, raw_params, request_id=f"{tag}-{index}"):
                 final = output
             return len(final.outputs[0].token_ids)
 
         return sum(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
 
-    async def inference_engine(tag: str) -> int:
+    async def in_process(tag: str) -> int:
         requests = single_turn_requests(tag, len(prompts))
         generations = await asyncio.gather(
             *(
-                engine.generate(p, sampling, [end_of_turn], sampling_seed(r.episode_id, 0))
+                local_engine.generate(p, sampling, [end_of_turn], sampling_seed(r.episode_id, 0))
                 for p, r in zip(prompts, requests)
             )
         )
         return sum(len(g.token_ids) for g in generations)
 
-    # One loop for every call (vLLM's output handler task lives on it); closing it cancels that task.
-    with asyncio.Runner() as runner:
-        try:
-            results = [
-                measure("raw vLLM AsyncLLM, in-process, fixed length", lambda tag: runner.run(raw(tag)), repeats),
-                measure(
-                    "InferenceEngine.generate, in-process (no Ray)",
-                    lambda tag: runner.run(inference_engine(tag)),
-                    repeats,
-                ),
-            ]
-        finally:
-            engine.shutdown()
-    # Something in vLLM keeps this frame referenced until exit; without this the engine lives that long too,
-    # and its __del__ fails ("'NoneType' object is not callable") while the interpreter is torn down.
-    del engine
-    return results
-
-
-def measure_ray_path(
-    model_path: str, engines: list, sampling: SamplingConfig, prompts: list[list[int]], end_of_turn: int, repeats: int
-) -> list[Measurement]:
-    """Phase 2: the engine actor called straight from the driver, then the real rollout path."""
-    (engine,) = engines
-
-    def engine_actor(tag: str) -> int:
+    def actor(tag: str) -> int:
         requests = single_turn_requests(tag, len(prompts))
         calls = [
-            engine.generate.remote(p, sampling, [end_of_turn], sampling_seed(r.episode_id, 0))
+            actor_engine.generate.remote(p, sampling, [end_of_turn], sampling_seed(r.episode_id, 0))
             for p, r in zip(prompts, requests)
         ]
         return sum(len(g.token_ids) for g in ray.get(calls))
 
-    direct = measure("Ray engine actor, driver calls generate.remote", engine_actor, repeats)
-    # Created only now: a starting worker actor would compete for the CPUs with the measurement above.
-    config = RolloutConfig(num_workers=1, max_concurrent_episodes=len(prompts), agent=AgentLoopConfig(max_turns=1))
-    coordinator = RolloutCoordinator(model_path, engines, sampling, config)
-
-    def rollout_worker(tag: str) -> int:
+    def rollout(tag: str) -> int:
         trajectories = coordinator.run(single_turn_requests(tag, len(prompts)))
         for trajectory, prompt in zip(trajectories, prompts):
             if trajectory.token_ids[: trajectory.prompt_length] != prompt or trajectory.num_turns != 1:
                 raise RuntimeError(f"episode {trajectory.episode_id} did not play the benchmark prompt in one turn")
         return sum(t.num_policy_tokens for t in trajectories)
 
-    try:
-        return [direct, measure("rollout path: 1 RolloutWorker, single-turn episodes", rollout_worker, repeats)]
-    finally:
-        coordinator.shutdown()
+    return {
+        "raw vLLM AsyncLLM, in-process": lambda tag: runner.run(raw(tag)),
+        "InferenceEngine.generate, in-process (no Ray)": lambda tag: runner.run(in_process(tag)),
+        "Ray engine actor, driver calls generate.remote": actor,
+        "rollout path: 1 RolloutWorker, single-turn episodes": rollout,
+    }
+
+
+def measure_throughput(
+    model_path: str,
+    engine_config: EngineConfig,
+    actor_engine: Any,
+    sampling: SamplingConfig,
+    prompts: list[list[int]],
+    end_of_turn: int,
+    repeats: int,
+) -> list[Measurement]:
+    """Part 1. The in-process engine's output handler task lives on one event loop for all its calls."""
+    config = RolloutConfig(num_workers=1, max_concurrent_episodes=len(prompts), agent=AgentLoopConfig(max_turns=1))
+    coordinator = RolloutCoordinator(model_path, [actor_engine], sampling, config)
+    local_engine = InferenceEngine(model_path, engine_config)
+    with asyncio.Runner() as runner:
+        paths = throughput_paths(runner, local_engine, actor_engine, coordinator, sampling, prompts, end_of_turn)
+        try:
+            results = measure_interleaved(paths, repeats)
+        finally:
+            local_engine.shutdown()
+            coordinator.shutdown()
+    return results
 
 
 def measure_episodes(model_path: str, engines: list, args: argparse.Namespace) -> list[EpisodeMeasurement]:
-    """Phase 3: the same multi-turn number_guess episodes at several concurrencies, one worker each time."""
+    """Part 2: the same multi-turn number_guess episodes at several concurrencies, one worker each time."""
     sampling = SamplingConfig(max_tokens=args.episode_max_tokens)
     results = []
     for concurrency in args.concurrency:
@@ -238,20 +247,21 @@ def measure_episodes(model_path: str, engines: list, args: argparse.Namespace) -
 
 
 def print_report(args: argparse.Namespace, throughput: list[Measurement], episodes: list[EpisodeMeasurement]) -> None:
-    raw = throughput[0].tokens_per_s
-    print(f"\nGenerated tokens/s, {args.prompts} prompts x max {args.max_tokens} tokens, median of {args.repeats}:")
-    header = f"{'path':<58} {'tokens/s':>9} {'min-max':>11} {'vs raw':>7}"
+    raw = throughput[0]
+    print(f"\nGenerated tokens/s, {args.prompts} prompts x max {args.max_tokens} tokens, {args.repeats} interleaved rounds:")
+    header = f"{'path':<52} {'median':>7} {'min-max':>11} {'vs raw':>7}"
     print(header)
     print("-" * len(header))
     for m in throughput:
-        spread = f"{m.slowest:.0f}-{m.fastest:.0f}"
-        print(f"{m.name:<58} {m.tokens_per_s:>9.0f} {spread:>11} {m.tokens_per_s / raw:>7.2f}")
-    rollout = throughput[-1]
-    ratio = rollout.tokens_per_s / raw
+        ratio = statistics.median(rate / base for rate, base in zip(m.rates, raw.rates))
+        spread = f"{min(m.rates):.0f}-{max(m.rates):.0f}"
+        print(f"{m.name:<52} {m.median:>7.0f} {spread:>11} {ratio:>7.2f}")
+    ratios = [rate / base for rate, base in zip(throughput[-1].rates, raw.rates)]
+    ratio = statistics.median(ratios)
     verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
     print(
-        f"\nratio rollout path / raw vLLM = {ratio:.2f} by median ({verdict} the {TARGET_RATIO} target), "
-        f"{rollout.fastest / throughput[0].fastest:.2f} by fastest repetition"
+        f"\nratio rollout path / raw vLLM = {ratio:.2f}, the median of the per-round ratios "
+        f"({min(ratios):.2f}-{max(ratios):.2f}; {verdict} the {TARGET_RATIO} target)"
     )
 
     print(
@@ -271,12 +281,12 @@ def print_report(args: argparse.Namespace, throughput: list[Measurement], episod
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"a shorter run: {QUICK} unless given explicitly")
-    parser.add_argument("--prompts", type=int, default=64, help="prompts generated at once (parts 1 and 2)")
-    parser.add_argument("--max-tokens", type=int, default=64, help="tokens per prompt (parts 1 and 2)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed repetitions after the warm-up (parts 1 and 2)")
-    parser.add_argument("--episodes", type=int, default=64, help="number_guess episodes per concurrency (part 3)")
-    parser.add_argument("--turns", type=int, default=4, help="max turns per number_guess episode (part 3)")
-    parser.add_argument("--episode-max-tokens", type=int, default=16, help="tokens per turn (part 3)")
+    parser.add_argument("--prompts", type=int, default=64, help="prompts generated at once (part 1)")
+    parser.add_argument("--max-tokens", type=int, default=128, help="tokens per prompt (part 1)")
+    parser.add_argument("--repeats", type=int, default=8, help="timed rounds after the warm-up (part 1)")
+    parser.add_argument("--episodes", type=int, default=64, help="number_guess episodes per concurrency (part 2)")
+    parser.add_argument("--turns", type=int, default=4, help="max turns per number_guess episode (part 2)")
+    parser.add_argument("--episode-max-tokens", type=int, default=16, help="tokens per turn (part 2)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64], help="episodes in flight per worker")
     parser.add_argument("--max-num-seqs", type=int, default=64, help="the engine's continuous batch")
     args = parser.parse_args()
@@ -304,16 +314,15 @@ def main() -> None:
         lengths = sorted(map(len, prompts))
         print(f"{args.prompts} prompts of {lengths[0]}-{lengths[-1]} tokens, {os.cpu_count()} CPUs")
 
-        print("phase 1: vLLM in-process", flush=True)
-        throughput = measure_in_process(model_path, engine_config, sampling, prompts, end_of_turn, args.repeats)
-
-        print("phase 2: Ray engine actor and rollout worker", flush=True)
         ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)  # logical CPUs, as in the tests
         try:
             engines = start_engines(model_path, engine_config)
             try:
-                throughput += measure_ray_path(model_path, engines, sampling, prompts, end_of_turn, args.repeats)
-                print("phase 3: number_guess episodes", flush=True)
+                print("part 1: tokens/s, the four paths in turn", flush=True)
+                throughput = measure_throughput(
+                    model_path, engine_config, engines[0], sampling, prompts, end_of_turn, args.repeats
+                )
+                print("part 2: number_guess episodes", flush=True)
                 episodes = measure_episodes(model_path, engines, args)
             finally:
                 ray.get([engine.shutdown.remote() for engine in engines])

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 from rollout.harnesses.base import ActionDefinition, BaseHarness
 
 _SENTINEL = "\u2063OBSERVATION\u2063"
+FIRST_PROMPT_CACHE_SIZE = 256  # distinct first prompts kept per renderer: ~10 MB of 1000-token prompts
 
 
 def system_prompt(harness: BaseHarness, actions: list[ActionDefinition]) -> str:
@@ -32,6 +33,7 @@ class ChatRenderer:
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
         self.end_of_turn_id = tokenizer.eos_token_id
+        self._first_prompts: dict[tuple[str, str], list[int]] = {}
         probe = [
             {"role": "system", "content": "S"},
             {"role": "user", "content": "U"},
@@ -53,8 +55,17 @@ class ChatRenderer:
         )
 
     def first_prompt(self, system: str, observation: str) -> list[int]:
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": observation}]
-        return self._encode(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        """The template's ids for a system prompt and a first observation. Cached: every episode of a group
+        starts from the same seed, hence the same prompt, and rendering a long prompt costs milliseconds of
+        the CPU the engine needs."""
+        key = (system, observation)
+        if key not in self._first_prompts:
+            if len(self._first_prompts) >= FIRST_PROMPT_CACHE_SIZE:
+                self._first_prompts.clear()
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": observation}]
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            self._first_prompts[key] = self._encode(text)
+        return list(self._first_prompts[key])
 
     def observation_ids(self, observation: str) -> list[int]:
         """Ids to append after the model's end-of-turn token: the user turn and the next assistant header."""

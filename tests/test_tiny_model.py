@@ -51,3 +51,18 @@ def test_observation_ids_continue_the_template_exactly(tiny_model_dir):
         add_generation_prompt=True,
     )
     assert tokenizer.decode(ids) == expected
+
+
+def test_first_prompt_cache_returns_fresh_equal_ids(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    renderer = ChatRenderer(tokenizer)
+    first = renderer.first_prompt("SYS", "OBS1")
+    first.append(-1)  # an episode extends its own list; the cached prompt must not change
+    again = renderer.first_prompt("SYS", "OBS1")
+    expected = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "SYS"}, {"role": "user", "content": "OBS1"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert tokenizer.decode(again) == expected and again == first[:-1]
+    assert renderer.first_prompt("SYS", "OBS2") != again
