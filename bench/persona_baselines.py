@@ -87,7 +87,8 @@ def main() -> None:
         policies.append(("GRPO-trained LLM", f"llm:{args.llm}", seconds_per_100))
         notes.append(note)
     # An LLM reply is an observation spent, valid or not: at most max_observations replies per persona.
-    config = load_config(args.config, [*args.overrides, f"rollout.agent.max_turns={args.max_observations}"])
+    max_turns = f"rollout.agent.max_turns={args.max_observations}"
+    config = load_config(args.config, [*args.overrides, max_turns]) if args.llm else None
     harness_kwargs = {"split": "heldout", "max_observations": args.max_observations}
 
     print(f"{args.personas} held-out personas (seeds 0..{args.personas - 1}), max {args.max_observations} observations")

@@ -41,9 +41,9 @@ def test_untrained_llm_spends_every_turn_on_invalid_replies_and_never_crashes(co
     # The harness's own figures, for the personas of seeds 4..6: the neutral profile was never moved.
     neutral = fmean(convergence(neutral_profile(), heldout_persona(seed + i)) for i in range(PERSONAS))
     assert report.metrics["mean_convergence"] == pytest.approx(neutral)
-    # Same seeds, same personas: the expert's report over them has the same key figures.
+    # The same figures as the reports of policies played here (mean_steps_success exists once one succeeds).
     expert = evaluate("persona", "expert", PERSONAS, seed, HELDOUT)
-    assert {k for k in expert.metrics if k.startswith("mean_")} <= set(report.metrics)
+    assert set(expert.metrics) - {"mean_steps_success", "status_completed"} <= set(report.metrics)
     # Seeded sampling: the evaluation repeats exactly.
     assert evaluate_on_engines(coordinator, "persona", "llm:tiny", PERSONAS, seed, HELDOUT) == report
 
