@@ -9,6 +9,7 @@ import pytest
 
 from cluster.cli import main
 from cluster.evaluation import evaluate_policy
+from learner.online_trainer import resolve_model_dir
 from rollout.engine import SamplingConfig
 from rollout.evaluation import evaluate, evaluate_on_engines
 from rollout.persona.analysis import convergence
@@ -57,3 +58,16 @@ def test_llm_policy_spec_is_checked_before_anything_starts(tmp_path, capsys):
     assert "not a model directory" in capsys.readouterr().err
     # Any other spec is played by rollout.evaluation, as before.
     assert evaluate_policy("persona", "expert", 2, harness_kwargs=HELDOUT) == evaluate("persona", "expert", 2, 0, HELDOUT)
+
+
+def test_llm_weights_resolve_from_a_run_a_checkpoint_or_a_model_directory(tmp_path):
+    run_dir = tmp_path / "persona"
+    for version in (4, 8):
+        (run_dir / "checkpoints" / f"version_{version:08d}" / "model").mkdir(parents=True)
+        (run_dir / "checkpoints" / f"version_{version:08d}" / "model" / "config.json").write_text("{}")
+        (run_dir / "checkpoints" / f"version_{version:08d}" / "state.json").write_text("{}")
+    (run_dir / "config.json").write_text("{}")  # the training config terrarium train writes: not a model's
+    newest = run_dir / "checkpoints" / "version_00000008" / "model"
+    assert resolve_model_dir(run_dir) == newest
+    assert resolve_model_dir(newest.parent) == newest
+    assert resolve_model_dir(newest) == newest
