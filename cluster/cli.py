@@ -27,10 +27,11 @@ def cmd_init_model(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rollout.evaluation import evaluate
+    from cluster.evaluation import evaluate_policy
 
     kwargs = {"split": "heldout"} if args.harness == "persona" else {}
-    report = evaluate(args.harness, args.policy, args.episodes, seed=args.seed, harness_kwargs=kwargs)
+    config = load_config(args.config, args.overrides)
+    report = evaluate_policy(args.harness, args.policy, args.episodes, args.seed, kwargs, config)
     split = " (held-out personas)" if kwargs else ""
     print(f"{report.harness}{split} / {report.policy}: {report.episodes} episodes from seed {report.seed}")
     print(f"  success rate   {report.success_rate:.3f}")
@@ -105,10 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--harness", required=True, help="built-in name or module:Class")
     evaluation.add_argument(
         "--policy", default="expert",
-        help="expert | heuristic (persona) | random | module:Factory | rllib:CHECKPOINT (of `terrarium baseline`)",
+        help="expert | heuristic (persona) | random | module:Factory | rllib:CHECKPOINT (of `terrarium baseline`) "
+        "| llm:MODEL (a model, checkpoint or run directory, played through vLLM engines)",
     )
     evaluation.add_argument("--episodes", type=int, default=200)
     evaluation.add_argument("--seed", type=int, default=0)
+    evaluation.add_argument(
+        "--config", default=None, help="llm: the training config whose engine, sampling and rollout.agent to use"
+    )
+    evaluation.add_argument("overrides", nargs="*", help="llm: dotted config overrides, e.g. sampling.temperature=0")
     evaluation.set_defaults(func=cmd_eval)
     return parser
 
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -29,14 +29,13 @@ from cluster.metrics import MetricsLog, plot_curves
 from cluster.placement import Placement, connect_ray, reserve
 from learner.checkpoint import latest_checkpoint
 from learner.group import LearnerGroup
-from rollout.agent_loop import EpisodeRequest
 from rollout.chat import ChatRenderer
 from rollout.demonstrations import expert_demonstrations
 from rollout.engine import start_engines
 from rollout.model_source import resolve_model_path
 from rollout.store import StoreConfig, open_store
 from rollout.trajectory import Trajectory
-from rollout.worker import RolloutCoordinator, group_requests
+from rollout.worker import RolloutCoordinator, evaluation_requests, group_requests
 from serve.app import publish
 from serve.config import ServeConfig
 
@@ -63,24 +62,20 @@ def episode_summary(trajectories: list[Trajectory]) -> dict[str, float]:
 
 def evaluate(config: TerrariumConfig, coordinator: RolloutCoordinator, label: str) -> dict[str, float]:
     """The current policy on held-out seeds, one episode each."""
-    requests = [
-        EpisodeRequest(
-            episode_id=f"{config.run_name}/eval-{label}/{i}",
-            run_id=config.run_name,
-            step=-1,
-            group_id=f"eval-{label}/{i}",
-            harness=config.rollout.harness,
-            seed=HELDOUT_SEED_OFFSET + i,
-            harness_kwargs={**config.rollout.harness_kwargs, **config.train.eval_harness_kwargs},
-        )
-        for i in range(config.train.eval_episodes)
-    ]
+    requests = evaluation_requests(
+        config.run_name,
+        label,
+        config.rollout.harness,
+        [HELDOUT_SEED_OFFSET + i for i in range(config.train.eval_episodes)],
+        {**config.rollout.harness_kwargs, **config.train.eval_harness_kwargs},
+    )
     summary = episode_summary(coordinator.run(requests))
     return {f"eval_{key}": value for key, value in summary.items()}
 
 
 def warm_start(config: TerrariumConfig, learner: LearnerGroup, model_path: Path, log: MetricsLog) -> None:
     sft = config.train.sft
+    t0 = time.perf_counter()  # an epoch's sft_s: its updates; the first epoch's also the demonstrations
     renderer = ChatRenderer(AutoTokenizer.from_pretrained(model_path))
     demos = expert_demonstrations(
         renderer, config.rollout.harness, list(range(sft.episodes)), config.run_name, config.rollout.harness_kwargs
@@ -88,7 +83,8 @@ def warm_start(config: TerrariumConfig, learner: LearnerGroup, model_path: Path,
     batches = [demos[i : i + sft.batch_size] for i in range(0, len(demos), sft.batch_size)]
     for epoch in range(sft.epochs):
         losses = [learner.sft_update(batch)["loss"] for batch in batches]
-        log.write({"phase": "sft", "epoch": epoch, "sft_loss": fmean(losses)})
+        log.write({"phase": "sft", "epoch": epoch, "sft_loss": fmean(losses), "sft_s": time.perf_counter() - t0})
+        t0 = time.perf_counter()
         print(f"SFT epoch {epoch + 1}/{sft.epochs}: loss {fmean(losses):.4f} on {len(demos)} expert episodes")
 
 
@@ -167,6 +163,7 @@ def train_in_placement(
             "phase": "train",
             "step": step + 1,
             "policy_version": step + 1,
+            "episodes": len(trajectories),
             **episode_summary(trajectories),
             **{f"learner_{k}": v for k, v in update.items()},
             "rollout_s": rollout_s,
@@ -178,6 +175,7 @@ def train_in_placement(
             checkpoint = learner.save_checkpoint(run_dir, step + 1, {"train_step": step + 1})
             if config.train.publish_to:  # running replicas reload it in place, no request dropped
                 publish(ServeConfig(app_name=config.train.publish_to), checkpoint, step + 1)
+        record["step_s"] = time.perf_counter() - t0  # the training cost of the step: evaluations excluded
         if config.train.eval_every and (step + 1) % config.train.eval_every == 0 and step + 1 < config.train.steps:
             record.update(evaluate(config, coordinator, f"step{step + 1}"))
         log.write(record)

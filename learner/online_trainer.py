@@ -74,15 +74,17 @@ def weighted_advantages(rewards: Sequence[float], weights: Sequence[float]) -> l
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """The model directory to load: `path` itself, its model/ (a learner checkpoint), or the model/ of the
-    newest checkpoint of a run directory."""
+    """The model directory to load: the model/ of a learner checkpoint, of the newest checkpoint of a run
+    directory, or `path` itself. A run directory is tried before a model directory: its config.json is the
+    training config, not a model's."""
     path = Path(path).expanduser().resolve()
-    for candidate in (path, path / "model"):
-        if (candidate / "config.json").is_file():
-            return candidate
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
     latest = latest_checkpoint(path)
     if latest is not None:
         return latest / "model"
+    if (path / "config.json").is_file():
+        return path
     raise FileNotFoundError(
         f"{path}: not a model directory (config.json), a checkpoint (model/config.json) or a run directory "
         "with checkpoints"

@@ -3,6 +3,8 @@
 The token sequence grows by appending exactly what the engine generated (loss mask 1, with its logprobs) and
 the tokenized observation (mask 0); nothing is ever decoded and re-encoded. A reply that does not parse as an
 action costs `format_penalty`, is counted, and the agent is told what was wrong; the harness is not stepped.
+A finished trajectory's metadata holds the harness's own figures ("harness_steps", "figures": its
+get_stats()), so an evaluation reads, e.g., the persona convergence from the very episodes it trained on.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rollout.chat import ChatRenderer, system_prompt
 from rollout.engine import SamplingConfig
+from rollout.harnesses.base import BaseHarness
 from rollout.harnesses.registry import make_harness
 from rollout.harnesses.tools import ActionParseError, parse_action
 from rollout.trajectory import Trajectory
@@ -66,9 +69,13 @@ class _Episode:
         self.loss_mask += [int(policy)] * len(ids)
         self.logprobs += logprobs if logprobs is not None else [0.0] * len(ids)
 
-    def finish(self, status: str) -> Trajectory:
+    def finish(self, status: str, harness: BaseHarness | None = None) -> Trajectory:
+        """`harness`: the episode's harness, whose stats go into the metadata (None: reset failed)."""
         request = self.request
         self.timings["total"] = time.perf_counter() - self.started
+        if harness is not None:
+            stats = harness.get_stats()
+            self.metadata.update(harness_steps=stats.total_steps, figures=stats.figures())
         return Trajectory(
             episode_id=request.episode_id,
             run_id=request.run_id,
@@ -138,7 +145,7 @@ async def play_episode(
         episode.timings["harness"] += time.perf_counter() - t0
         episode.turn_rewards.append(reward)
         if harness.is_done():
-            return episode.finish(harness.status.value)
+            return episode.finish(harness.status.value, harness)
         if turn + 1 < config.max_turns:  # the last reply gets no observation: nothing would read it
             episode.append(renderer.observation_ids(feedback), policy=False)
-    return episode.finish("truncated")
+    return episode.finish("truncated", harness)

@@ -1,7 +1,12 @@
-"""Evaluate a registered policy (expert, random, ...) on a harness over many seeded episodes.
+"""Evaluate a policy on a harness over many seeded episodes: a registered or trained policy (expert, rllib, ...)
+played here, or a language model played through engines and rollout workers (the training agent loop).
 
 Episode i uses seed `seed + i` for both the harness and the policy, so a report is reproducible and two
 policies evaluated with the same seed face the same episodes. `terrarium eval` prints this report.
+
+A language model's steps are its replies: a reply that is not a valid action (a parse failure, or arguments
+the harness refuses) uses up a turn as an observation would, and the episode ends after max_turns replies
+(status "truncated", not a success). Its reward is the episode's training reward (format penalties included).
 """
 
 from __future__ import annotations
@@ -11,11 +16,16 @@ import importlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from statistics import fmean
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollout.harnesses.base import BaseHarness
 from rollout.harnesses.experts import Policy
 from rollout.harnesses.registry import make_harness, make_policy
+from rollout.trajectory import Trajectory
+from rollout.worker import evaluation_requests
+
+if TYPE_CHECKING:
+    from rollout.worker import RolloutCoordinator
 
 # Trained policies loaded from a path: "KIND:PATH" -> the loader "module:attribute" called with PATH. Named as
 # strings, so rollout imports nothing of the packages that train them.
@@ -66,7 +76,43 @@ def evaluate(
     async def play_all() -> list[_Episode]:
         return [await _play(environment, agent, seed + i) for i in range(episodes)]
 
-    played = asyncio.run(play_all())
+    return _report(harness, policy, seed, asyncio.run(play_all()))
+
+
+def evaluate_on_engines(
+    coordinator: RolloutCoordinator,
+    harness: str,
+    policy: str,
+    episodes: int,
+    seed: int = 0,
+    harness_kwargs: dict[str, Any] | None = None,
+) -> EvalReport:
+    """The language model behind `coordinator`'s engines, one episode per seed through the rollout workers
+    (the agent loop training uses); `policy` only names it in the report. Adds parse_failures_per_episode."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    seeds = [seed + i for i in range(episodes)]
+    trajectories = coordinator.run(evaluation_requests("eval", str(seed), harness, seeds, harness_kwargs or {}))
+    report = _report(harness, policy, seed, [_from_trajectory(t) for t in trajectories])
+    report.metrics["parse_failures_per_episode"] = fmean(t.parse_failures for t in trajectories)
+    return report
+
+
+def _from_trajectory(trajectory: Trajectory) -> _Episode:
+    """Refused = replies that did not step the harness (parse failures and refused arguments)."""
+    harness_steps = trajectory.metadata.get("harness_steps", 0)  # absent when the harness failed to reset
+    return _Episode(
+        status=trajectory.status,
+        success=trajectory.status == "completed",
+        reward=trajectory.total_reward,
+        steps=trajectory.num_turns,
+        refused=trajectory.num_turns - harness_steps,
+        figures=trajectory.metadata.get("figures", {}),
+    )
+
+
+def _report(harness: str, policy: str, seed: int, played: list[_Episode]) -> EvalReport:
+    episodes = len(played)
     successes = [e for e in played if e.success]
     statuses = Counter(e.status for e in played)
     metrics: dict[str, float] = {f"status_{s}": n / episodes for s, n in sorted(statuses.items())}
@@ -114,16 +160,11 @@ async def _play(harness: BaseHarness, policy: Policy, seed: int) -> _Episode:
         consecutive_refusals = 0 if result.step_used else consecutive_refusals + 1
         refused += not result.step_used
     stats = harness.get_stats()
-    figures = {
-        k: float(v)
-        for k, v in stats.metadata.items()
-        if k != "seed" and isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
     return _Episode(
         status=stats.metadata["status"] if harness.is_done() else "aborted",
         success=stats.success,
         reward=stats.total_reward,
         steps=stats.total_steps,
         refused=refused,
-        figures=figures,
+        figures=stats.figures(),
     )

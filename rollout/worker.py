@@ -79,6 +79,25 @@ def group_requests(run_id: str, step: int, seeds: list[int], config: RolloutConf
     ]
 
 
+def evaluation_requests(
+    run_id: str, label: str, harness: str, seeds: list[int], harness_kwargs: dict[str, Any]
+) -> list[EpisodeRequest]:
+    """One episode per seed, in its own group. Episode ids (and so sampling seeds) depend on the run, the
+    label and the episode's index only, so an evaluation repeats exactly for the same weights."""
+    return [
+        EpisodeRequest(
+            episode_id=f"{run_id}/eval-{label}/{i}",
+            run_id=run_id,
+            step=-1,
+            group_id=f"eval-{label}/{i}",
+            harness=harness,
+            seed=seed,
+            harness_kwargs=harness_kwargs,
+        )
+        for i, seed in enumerate(seeds)
+    ]
+
+
 class RolloutCoordinator:
     """Owns the worker actors; `run` plays a list of episodes over all of them and returns them in order."""
 

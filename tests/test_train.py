@@ -53,6 +53,10 @@ def test_train_runs_checkpoints_and_resumes_without_repeating_steps(ray_session,
     assert [r["step"] for r in records if r["phase"] == "train"] == [1, 2]
     assert [r["label"] for r in records if r["phase"] == "eval"] == ["before", "after-sft", "after"]
     assert [r["phase"] for r in records].count("sft") == 1
+    # What the persona table's training-time column is computed from (bench/persona_baselines.py).
+    assert all({"step_s", "episodes"} <= set(r) for r in records if r["phase"] == "train")
+    assert [r["episodes"] for r in records if r["phase"] == "train"] == [4, 4]
+    assert "sft_s" in next(r for r in records if r["phase"] == "sft")
     assert (run_dir / "curves.png").stat().st_size > 0
     store = ParquetTrajectoryStore(run_dir / "trajectories")
     assert store.steps(config.run_name) == [0, 1]

