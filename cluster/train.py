@@ -61,7 +61,8 @@ def episode_summary(trajectories: list[Trajectory]) -> dict[str, float]:
 
 
 def evaluate(config: TerrariumConfig, coordinator: RolloutCoordinator, label: str) -> dict[str, float]:
-    """The current policy on held-out seeds, one episode each."""
+    """The current policy on held-out seeds, one episode each; eval_s is its wall time."""
+    start = time.perf_counter()
     requests = evaluation_requests(
         config.run_name,
         label,
@@ -70,7 +71,7 @@ def evaluate(config: TerrariumConfig, coordinator: RolloutCoordinator, label: st
         {**config.rollout.harness_kwargs, **config.train.eval_harness_kwargs},
     )
     summary = episode_summary(coordinator.run(requests))
-    return {f"eval_{key}": value for key, value in summary.items()}
+    return {**{f"eval_{key}": value for key, value in summary.items()}, "eval_s": time.perf_counter() - start}
 
 
 def warm_start(config: TerrariumConfig, learner: LearnerGroup, model_path: Path, log: MetricsLog) -> None:
@@ -83,9 +84,10 @@ def warm_start(config: TerrariumConfig, learner: LearnerGroup, model_path: Path,
     batches = [demos[i : i + sft.batch_size] for i in range(0, len(demos), sft.batch_size)]
     for epoch in range(sft.epochs):
         losses = [learner.sft_update(batch)["loss"] for batch in batches]
-        log.write({"phase": "sft", "epoch": epoch, "sft_loss": fmean(losses), "sft_s": time.perf_counter() - t0})
+        sft_s = time.perf_counter() - t0
+        log.write({"phase": "sft", "epoch": epoch, "sft_loss": fmean(losses), "sft_s": sft_s})
         t0 = time.perf_counter()
-        print(f"SFT epoch {epoch + 1}/{sft.epochs}: loss {fmean(losses):.4f} on {len(demos)} expert episodes")
+        print(f"SFT epoch {epoch + 1}/{sft.epochs}: loss {fmean(losses):.4f} on {len(demos)} expert episodes, {sft_s:.0f} s")
 
 
 def resolve_run_dir(config: TerrariumConfig) -> Path:
@@ -151,6 +153,7 @@ def train_in_placement(
             log.write({"phase": "eval", "step": 0, "label": "after-sft", **after_sft})
             print(f"after SFT: {json.dumps(after_sft)}")
 
+    grpo_start = time.perf_counter()
     progress = tqdm(range(start_step, config.train.steps), initial=start_step, total=config.train.steps, desc="GRPO")
     for step in progress:
         t0 = time.perf_counter()
@@ -184,6 +187,7 @@ def train_in_placement(
             parse_fail=f"{record['parse_failure_rate']:.2f}", sync_s=f"{sync_s:.2f}",
         )
 
+    print(f"GRPO: {config.train.steps - start_step} steps in {time.perf_counter() - grpo_start:.0f} s")
     after = evaluate(config, coordinator, "after")
     log.write({"phase": "eval", "step": config.train.steps, "label": "after", **after})
     print(f"after training: {json.dumps(after)}")

@@ -167,6 +167,34 @@ def test_same_seed_same_secret_and_seeds_differ():
     assert len({secret(s) for s in range(20)}) > 10
 
 
+def test_show_range_states_the_range_the_hints_leave_open():
+    harness = make_harness("number_guess", show_range=True)
+    seed = 0
+    while asyncio.run(harness.reset(seed)) and not 30 < harness.secret < 70:  # room for both hints below
+        seed += 1
+    secret = harness.secret
+    low, high, outside = asyncio.run(play(harness, [guess(20), guess(80), guess(10)], seed=seed))
+    assert low.observation.content == "Too low. The number is between 21 and 100. Guesses left: 9."
+    assert high.observation.content == "Too high. The number is between 21 and 79. Guesses left: 8."
+    assert outside.observation.content == "Too low. The number is between 21 and 79. Guesses left: 7."
+    assert (low.reward, high.reward, outside.reward) == (-1, -1, -1)
+    assert low.observation.metadata["hint"] == "Too low" and high.observation.metadata["hint"] == "Too high"
+    correct = asyncio.run(harness.step("guess", number=secret))
+    assert correct.reward == 80 and harness.status == HarnessStatus.COMPLETED
+
+
+def test_show_range_keeps_the_last_guess_text_and_is_off_by_default():
+    shown, plain = NumberGuessHarness(show_range=True), NumberGuessHarness()
+    seed = 0
+    while asyncio.run(shown.reset(seed)) and shown.secret <= 10:  # ten guesses 1..10, all too low
+        seed += 1
+    results = asyncio.run(play(shown, [guess(n) for n in range(1, 11)], seed=seed))
+    assert results[-2].observation.content == "Too low. The number is between 10 and 100. Guesses left: 1."
+    assert results[-1].observation.content == f"Too low. 10 was your last guess; the number was {shown.secret}."
+    first = asyncio.run(play(plain, [guess(1)], seed=seed))[0]
+    assert first.observation.content == "Too low. 1 is not the number. Guesses left: 9."
+
+
 def test_timeout_ends_the_episode_with_status_timeout():
     harness = NumberGuessHarness(timeout_seconds=0.01)
 

@@ -3,6 +3,11 @@
 Rules (shared/reference/terrarium.md): a correct k-th guess earns 100 - 5k (95 on the first try, 50 on the
 tenth) and completes the episode; a wrong guess earns -1 and a hint; after 10 guesses the episode fails. A guess
 outside 1..100 or not an integer is refused by the base class and costs no guess.
+
+`show_range=True` (not in the reference rules) adds the range the hints leave open to every wrong guess's
+observation, "Too low. The number is between 51 and 100. Guesses left: 9.", so the best next guess depends on
+the last observation alone: a small model can learn that, while tracking the hints over the whole
+conversation is beyond it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ MAX_GUESSES = 10
 
 
 class NumberGuessHarness(BaseHarness):
-    def __init__(self, max_steps: int = MAX_GUESSES, timeout_seconds: float | None = None) -> None:
+    def __init__(
+        self, max_steps: int = MAX_GUESSES, timeout_seconds: float | None = None, show_range: bool = False
+    ) -> None:
         super().__init__(
             name="number_guess",
             description=f"Guess the secret integer between {LOWEST} and {HIGHEST}. After each wrong guess you "
@@ -29,6 +36,7 @@ class NumberGuessHarness(BaseHarness):
             max_steps=max_steps,
             timeout_seconds=timeout_seconds,
         )
+        self.show_range = show_range
         self.secret = LOWEST
         # The range still consistent with the hints given so far: the numeric observation for classic RL.
         self.low, self.high = LOWEST, HIGHEST
@@ -66,6 +74,8 @@ class NumberGuessHarness(BaseHarness):
         if guesses_left <= 0:
             self.status = HarnessStatus.FAILED
             text = f"{hint}. {guess} was your last guess; the number was {self.secret}."
+        elif self.show_range:
+            text = f"{hint}. The number is between {self.low} and {self.high}. Guesses left: {guesses_left}."
         else:
             text = f"{hint}. {guess} is not the number. Guesses left: {guesses_left}."
         return ActionResult(success=True, observation=Observation(content=text, metadata=metadata), reward=-1.0)
