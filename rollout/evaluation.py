@@ -16,16 +16,13 @@ import importlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from statistics import fmean
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollout.harnesses.base import BaseHarness
 from rollout.harnesses.experts import Policy
 from rollout.harnesses.registry import make_harness, make_policy
 from rollout.trajectory import Trajectory
-from rollout.worker import evaluation_requests
-
-if TYPE_CHECKING:
-    from rollout.worker import RolloutCoordinator
+from rollout.worker import RolloutCoordinator, evaluation_requests
 
 # Trained policies loaded from a path: "KIND:PATH" -> the loader "module:attribute" called with PATH. Named as
 # strings, so rollout imports nothing of the packages that train them.
