@@ -24,11 +24,11 @@ from transformers import AutoTokenizer
 
 from learner.group import LearnerConfig, LearnerGroup
 from rollout.chat import ChatRenderer
-from rollout.corpus import harness_corpus
+from rollout.models.corpus import harness_corpus
 from rollout.demonstrations import expert_demonstrations
 from rollout.engine import EngineConfig, SamplingConfig, start_engines
-from rollout.tiny_model import TinyModelSpec, build_tiny_model
-from rollout.trajectory import Trajectory
+from rollout.models.tiny_model import TinyModelSpec, build_tiny_model
+from rollout.data.trajectory import Trajectory
 from rollout.worker import RolloutConfig, RolloutCoordinator, group_requests
 
 

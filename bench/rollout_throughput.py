@@ -43,10 +43,10 @@ from transformers import AutoTokenizer
 
 from rollout.agent_loop import AgentLoopConfig, EpisodeRequest, sampling_seed
 from rollout.chat import ChatRenderer, system_prompt
-from rollout.corpus import harness_corpus
+from rollout.models.corpus import harness_corpus
 from rollout.engine import EngineConfig, InferenceEngine, SamplingConfig, start_engines
 from rollout.harnesses.registry import make_harness
-from rollout.tiny_model import TinyModelSpec, build_tiny_model
+from rollout.models.tiny_model import TinyModelSpec, build_tiny_model
 from rollout.worker import RolloutConfig, RolloutCoordinator, group_requests
 
 TARGET_RATIO = 0.8  # the "Parallel rollouts" issue: the rollout path keeps >= 80% of raw vLLM tokens/s

@@ -29,10 +29,10 @@ from transformers import AutoTokenizer
 from cluster.serve_command import ServeCommandConfig, start_service
 from rollout.chat import ChatRenderer
 from rollout.engine import EngineConfig, SamplingConfig, start_engines
-from rollout.model_source import ModelConfig, resolve_model_path
-from rollout.persona.profiles import heldout_persona, neutral_profile
-from rollout.persona.simulator import observe
-from serve.policy import PersonaPolicyFormat
+from rollout.models.source import ModelConfig, resolve_model_path
+from rollout.harnesses.persona.profiles import heldout_persona, neutral_profile
+from rollout.harnesses.persona.simulator import observe
+from rollout.harnesses.persona.policy_format import PersonaPolicyFormat
 
 
 def free_port() -> int:

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from rollout.store import ParquetTrajectoryStore
-from rollout.trajectory import Trajectory
+from rollout.data.store import ParquetTrajectoryStore
+from rollout.data.trajectory import Trajectory
 
 
 def make_trajectories(count: int, tokens: int, per_step: int, rng: random.Random) -> list[Trajectory]:

@@ -10,8 +10,8 @@ from cluster.config import ConfigError, load_config
 
 
 def cmd_init_model(args: argparse.Namespace) -> int:
-    from rollout.corpus import harness_corpus
-    from rollout.tiny_model import build_tiny_model
+    from rollout.models.corpus import harness_corpus
+    from rollout.models.tiny_model import build_tiny_model
 
     config = load_config(args.config, args.overrides)
     spec = config.model.tiny.model_copy(update={"seed": args.seed}) if args.seed is not None else config.model.tiny

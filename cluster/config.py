@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from learner.group import LearnerConfig
 from rollout.engine import EngineConfig, SamplingConfig
-from rollout.model_source import ModelConfig
-from rollout.store import StoreConfig
+from rollout.models.source import ModelConfig
+from rollout.data.store import StoreConfig
 from rollout.worker import RolloutConfig
 
 

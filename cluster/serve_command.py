@@ -22,7 +22,7 @@ from cluster.config import load_config
 from cluster.placement import connect_ray
 from learner.online_trainer import OnlineTrainerConfig, start_policy_trainer
 from rollout.engine import start_engines
-from rollout.model_source import resolve_model_path
+from rollout.models.source import resolve_model_path
 from serve.app import run as run_policy_service
 from serve.config import ServeConfig
 

@@ -32,9 +32,9 @@ from learner.group import LearnerGroup
 from rollout.chat import ChatRenderer
 from rollout.demonstrations import expert_demonstrations
 from rollout.engine import start_engines
-from rollout.model_source import resolve_model_path
-from rollout.store import StoreConfig, open_store
-from rollout.trajectory import Trajectory
+from rollout.models.source import resolve_model_path
+from rollout.data.store import StoreConfig, open_store
+from rollout.data.trajectory import Trajectory
 from rollout.worker import RolloutCoordinator, evaluation_requests, group_requests
 from serve.app import publish
 from serve.config import ServeConfig

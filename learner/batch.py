@@ -14,7 +14,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from rollout.trajectory import Trajectory
+from rollout.data.trajectory import Trajectory
 
 PAD_TOKEN_ID = 0  # any valid id: padded positions are masked everywhere
 

@@ -39,7 +39,7 @@ from learner.checkpoint import CheckpointState, capture_rng_state, load_checkpoi
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss, sft_loss
 from learner.weight_sync import sync_through_object_store
 from rollout.engine import EngineConfig
-from rollout.trajectory import Trajectory
+from rollout.data.trajectory import Trajectory
 
 # Metrics that are shares of a sum (add them over micro-batches and ranks); all others are means over
 # policy tokens (weight them by policy_tokens).

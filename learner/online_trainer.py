@@ -33,7 +33,7 @@ from learner.batch import collate, split_into_chunks, token_logprobs
 from learner.checkpoint import latest_checkpoint, read_checkpoint_state
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss
 from learner.weight_sync import sync_through_object_store
-from rollout.trajectory import Trajectory
+from rollout.data.trajectory import Trajectory
 
 ADVANTAGE_EPS = 1e-6
 

@@ -31,10 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from rollout.evaluation import EvalReport, evaluate
 from rollout.harnesses.base import Observation
 from rollout.harnesses.gym_env import HarnessEnv
-from rollout.harnesses.persona import PersonaHarness
+from rollout.harnesses.persona.harness import PersonaHarness
 from rollout.harnesses.tools import Action
-from rollout.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
-from rollout.persona.profiles import AXES
+from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
+from rollout.harnesses.persona.profiles import AXES
 
 ENV_NAME = "terrarium-persona"
 CHECKPOINT_DIR = "checkpoint"

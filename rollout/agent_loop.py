@@ -21,7 +21,7 @@ from rollout.engine import SamplingConfig
 from rollout.harnesses.base import BaseHarness
 from rollout.harnesses.registry import make_harness
 from rollout.harnesses.tools import ActionParseError, parse_action
-from rollout.trajectory import Trajectory
+from rollout.data.trajectory import Trajectory
 
 
 class AgentLoopConfig(BaseModel):

@@ -13,7 +13,7 @@ from typing import Any
 from rollout.chat import ChatRenderer, system_prompt
 from rollout.harnesses.registry import make_expert, make_harness
 from rollout.harnesses.tools import format_action
-from rollout.trajectory import Trajectory
+from rollout.data.trajectory import Trajectory
 
 
 async def _demonstration(

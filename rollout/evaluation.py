@@ -21,7 +21,7 @@ from typing import Any
 from rollout.harnesses.base import BaseHarness
 from rollout.harnesses.experts import Policy
 from rollout.harnesses.registry import make_harness, make_policy
-from rollout.trajectory import Trajectory
+from rollout.data.trajectory import Trajectory
 from rollout.worker import RolloutCoordinator, evaluation_requests
 
 # Trained policies loaded from a path: "KIND:PATH" -> the loader "module:attribute" called with PATH. Named as

@@ -19,7 +19,7 @@ from transformers import AutoTokenizer
 from rollout.agent_loop import AgentLoopConfig, EpisodeRequest, play_episode
 from rollout.chat import ChatRenderer
 from rollout.engine import SamplingConfig
-from rollout.trajectory import Trajectory
+from rollout.data.trajectory import Trajectory
 
 
 class RolloutConfig(BaseModel):

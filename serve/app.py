@@ -7,7 +7,7 @@
     POST /v1/chat/completions     OpenAI-style chat through the same engine
 
 Policy "llm": the served model reads the persona harness's prompt and writes an apply_delta call
-(serve.policy); a reply that cannot be used, a prompt that does not fit, or a failed engine falls back to the
+(rollout.harnesses.persona.policy_format); a reply that cannot be used, a prompt that does not fit, or a failed engine falls back to the
 persona expert and says so in `reasoning`, never a 500. Policy "expert": the persona expert answers. Policy
 "rllib": the PPO baseline's checkpoint (`terrarium baseline`) answers, loaded through rollout.evaluation's
 "rllib:PATH" loader; it is trained offline, so /train refuses it. RustyWorm's request does not say how many
@@ -49,14 +49,14 @@ from rollout.chat import ChatRenderer
 from rollout.engine import SamplingConfig
 from rollout.evaluation import load_checkpoint_policy
 from rollout.harnesses.tools import ActionParseError
-from rollout.model_source import resolve_model_path
-from rollout.persona import estimator
-from rollout.persona.models import EvolutionTrajectory
-from rollout.store import open_store
-from rollout.trajectory import Trajectory
+from rollout.models.source import resolve_model_path
+from rollout.harnesses.persona import estimator
+from rollout.harnesses.persona.models import EvolutionTrajectory
+from rollout.data.store import open_store
+from rollout.data.trajectory import Trajectory
 from serve.config import PublishedPolicy, ServeConfig
 from serve.guards import GuardSettings, RequestGuard
-from serve.policy import PersonaPolicyFormat, parse_delta
+from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, parse_delta
 from serve.schemas import (
     ChatChoice,
     ChatCompletionRequest,

@@ -10,8 +10,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rollout.engine import EngineConfig, SamplingConfig
-from rollout.model_source import ModelConfig
-from rollout.store import StoreConfig
+from rollout.models.source import ModelConfig
+from rollout.data.store import StoreConfig
 
 # llm: the served model writes the delta; expert: the persona expert; rllib: a PPO checkpoint of
 # `terrarium baseline` (learner.rllib_baseline), loaded through rollout.evaluation.load_checkpoint_policy.

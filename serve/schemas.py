@@ -1,6 +1,6 @@
 """The service's request and response bodies.
 
-/predict-delta and /train take RustyWorm's serde shapes exactly (rollout.persona.models) and answer with the
+/predict-delta and /train take RustyWorm's serde shapes exactly (rollout.harnesses.persona.models) and answer with the
 fields its client reads; the extra `policy_version` it ignores (serde skips unknown fields). Chat follows the
 OpenAI chat-completions format for the options listed; any other option is refused by name rather than
 silently ignored.
@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from rollout.persona.models import AiProfile, BehaviorObservation, EvolutionTrajectory, PersonalityDelta
+from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, EvolutionTrajectory, PersonalityDelta
 
 
 class _Body(BaseModel):

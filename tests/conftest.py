@@ -18,8 +18,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from rollout.corpus import harness_corpus
-    from rollout.tiny_model import TinyModelSpec, build_tiny_model
+    from rollout.models.corpus import harness_corpus
+    from rollout.models.tiny_model import TinyModelSpec, build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", TinyModelSpec(), harness_corpus())
 

@@ -30,7 +30,7 @@ import pytest
 from cluster.metrics import read_metrics
 from cluster.status import read_status
 from learner.checkpoint import latest_checkpoint, read_checkpoint_state
-from rollout.store import ParquetTrajectoryStore
+from rollout.data.store import ParquetTrajectoryStore
 
 REPO = Path(__file__).parent.parent
 JOB_TIMEOUT_S = 1200  # engine start, a short SFT, one step and three small evaluations on 2 shared cores

@@ -15,7 +15,7 @@ from learner.batch import collate, split_evenly, token_logprobs
 from learner.checkpoint import CheckpointState, latest_checkpoint, load_checkpoint, save_checkpoint
 from learner.group import LearnerConfig, LearnerGroup
 from learner.losses import PolicyLossConfig
-from rollout.trajectory import Trajectory
+from rollout.data.trajectory import Trajectory
 
 VOCAB = 300
 

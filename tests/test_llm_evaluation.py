@@ -12,8 +12,8 @@ from cluster.evaluation import evaluate_policy
 from learner.online_trainer import resolve_model_dir
 from rollout.engine import SamplingConfig
 from rollout.evaluation import evaluate, evaluate_on_engines
-from rollout.persona.analysis import convergence
-from rollout.persona.profiles import heldout_persona, neutral_profile
+from rollout.harnesses.persona.analysis import convergence
+from rollout.harnesses.persona.profiles import heldout_persona, neutral_profile
 from rollout.worker import RolloutConfig, RolloutCoordinator
 
 PERSONAS = 3

@@ -14,19 +14,19 @@ from pydantic import ValidationError
 
 from rollout.harnesses.base import Observation
 from rollout.harnesses.gym_env import HarnessEnv
-from rollout.harnesses.persona import PersonaHarness
+from rollout.harnesses.persona.harness import PersonaHarness
 from rollout.harnesses.tools import Action, format_action, parse_action
-from rollout.persona.analysis import (
+from rollout.harnesses.persona.analysis import (
     HEDGE_WORDS, TRAIT_MARKERS, analyze_response, behavior_signature, convergence, register_counts, shaped_reward,
 )
-from rollout.persona.estimator import PersonaExpert, RustyWormHeuristic, predict_delta
-from rollout.persona.models import (
+from rollout.harnesses.persona.estimator import PersonaExpert, RustyWormHeuristic, predict_delta
+from rollout.harnesses.persona.models import (
     AiProfile, BehaviorObservation, EvolutionTrajectory, PersonalityAxis, PersonalityDelta, apply_correction,
 )
-from rollout.persona.profiles import (
+from rollout.harnesses.persona.profiles import (
     AXES, BUILTIN_IDS, builtin_profiles, heldout_persona, heldout_personas, neutral_profile, train_personas,
 )
-from rollout.persona.simulator import BODY_SENTENCES, generate_response, observe
+from rollout.harnesses.persona.simulator import BODY_SENTENCES, generate_response, observe
 
 # An AiProfile exactly as serde_json writes RustyWorm's own profile (every field, declaration order).
 RUST_PROFILE_JSON = """{"id":"rustyworm","display_name":"RustyWorm","version":"0.1.0-alpha","provider":"Prime Directive",

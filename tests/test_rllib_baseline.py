@@ -13,10 +13,10 @@ import pytest
 from cluster.config import ConfigError, load_config
 from learner.rllib_baseline import REPORT_FILE, BaselineConfig, BaselineFile, RLlibDeltaPolicy, run_baseline
 from rollout.evaluation import evaluate
-from rollout.harnesses.persona import PersonaHarness
-from rollout.persona.models import PersonalityDelta, apply_correction
-from rollout.persona.profiles import AXES, builtin_profiles
-from rollout.persona.simulator import observe
+from rollout.harnesses.persona.harness import PersonaHarness
+from rollout.harnesses.persona.models import PersonalityDelta, apply_correction
+from rollout.harnesses.persona.profiles import AXES, builtin_profiles
+from rollout.harnesses.persona.simulator import observe
 
 CONFIG_FILE = Path(__file__).parent.parent / "configs" / "persona-baseline.yaml"
 

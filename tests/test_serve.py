@@ -37,20 +37,20 @@ from learner.online_trainer import normalise_importance_weights, weighted_advant
 from learner.rllib_baseline import BaselineConfig, RLlibDeltaPolicy, train_baseline
 from rollout.chat import ChatRenderer, system_prompt
 from rollout.engine import SamplingConfig, serialize_state_dict
-from rollout.harnesses.persona import PersonaHarness, first_observation_text
+from rollout.harnesses.persona.harness import PersonaHarness, first_observation_text
 from rollout.harnesses.tools import ActionParseError, format_action
-from rollout.persona.estimator import predict_delta
-from rollout.persona.models import (
+from rollout.harnesses.persona.estimator import predict_delta
+from rollout.harnesses.persona.models import (
     AiProfile,
     BehaviorObservation,
     EvolutionTrajectory,
     PersonalityDelta,
     apply_correction,
 )
-from rollout.store import open_store
+from rollout.data.store import open_store
 from serve.app import EVOLUTION_KIND, build_app, publish
 from serve.config import ServeConfig
-from serve.policy import PersonaPolicyFormat, delta_action, parse_delta
+from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, delta_action, parse_delta
 from serve.schemas import PredictDeltaResponse, TrainResponse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

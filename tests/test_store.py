@@ -18,7 +18,7 @@ import pymongo
 import pytest
 from pydantic import ValidationError
 
-from rollout.store import (
+from rollout.data.store import (
     MONGODB_URI_ENV,
     TRAJECTORY_SCHEMA,
     ParquetTrajectoryStore,
@@ -27,7 +27,7 @@ from rollout.store import (
     _temp_path,
     open_store,
 )
-from rollout.trajectory import Trajectory
+from rollout.data.trajectory import Trajectory
 
 MONGODB_URI = os.environ.get(MONGODB_URI_ENV)
 NEEDS_MONGODB = [

@@ -17,7 +17,7 @@ from cluster.status import read_status
 from cluster.train import RAY_JOB_ENV_VAR, train
 from learner.checkpoint import latest_checkpoint, read_checkpoint_state
 from learner.losses import rl_loss
-from rollout.store import ParquetTrajectoryStore
+from rollout.data.store import ParquetTrajectoryStore
 
 OVERRIDES = [
     "train.steps=2", "train.checkpoint_every=1", "train.eval_episodes=4", "train.sft.episodes=8",

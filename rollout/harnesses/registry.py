@@ -15,7 +15,7 @@ from rollout.harnesses.experts import Policy
 BUILTIN_HARNESSES: dict[str, str] = {
     "number_guess": "rollout.harnesses.number_guess:NumberGuessHarness",
     "text_adventure": "rollout.harnesses.text_adventure:TextAdventureHarness",
-    "persona": "rollout.harnesses.persona:PersonaHarness",
+    "persona": "rollout.harnesses.persona.harness:PersonaHarness",
 }
 
 _RANDOM = "rollout.harnesses.experts:RandomPolicy"
@@ -25,8 +25,8 @@ POLICIES: dict[str, dict[str, str]] = {
     "number_guess": {"expert": "rollout.harnesses.experts:BinarySearchExpert", "random": _RANDOM},
     "text_adventure": {"expert": "rollout.harnesses.experts:ShortestPathExpert", "random": _RANDOM},
     "persona": {
-        "expert": "rollout.persona.estimator:PersonaExpert",
-        "heuristic": "rollout.persona.estimator:RustyWormHeuristic",
+        "expert": "rollout.harnesses.persona.estimator:PersonaExpert",
+        "heuristic": "rollout.harnesses.persona.estimator:RustyWormHeuristic",
         "random": _RANDOM,
     },
 }

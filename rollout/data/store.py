@@ -31,7 +31,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from rollout.trajectory import Trajectory
+from rollout.data.trajectory import Trajectory
 
 MONGODB_URI_ENV = "TERRARIUM_MONGODB_URI"
 

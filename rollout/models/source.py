@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from rollout.corpus import harness_corpus
-from rollout.tiny_model import TinyModelSpec, ensure_tiny_model
+from rollout.models.corpus import harness_corpus
+from rollout.models.tiny_model import TinyModelSpec, ensure_tiny_model
 
 
 def default_cache_dir() -> str:

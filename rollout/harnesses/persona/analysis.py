@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rollout.persona.models import AiProfile
+from rollout.harnesses.persona.models import AiProfile
 
 CONVERGED_AT = 0.90  # RLConfig.target_convergence
 EXPLOITATION_AT = 0.75  # RLConfig.exploitation_threshold

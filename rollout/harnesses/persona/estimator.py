@@ -5,7 +5,7 @@
   confidence for it: confidence toward 1 - 2 * hedging (0.7), verbosity toward length / 1000 (0.6, compared
   with response_style.verbosity), formality toward vocabulary complexity (0.6, compared with
   response_style.formality), autonomy toward the question rate (0.5); gaps under 0.05 are left alone.
-- PersonaExpert: inverts the simulator's behaviour model (rollout.persona.simulator). Each response gives a
+- PersonaExpert: inverts the simulator's behaviour model (rollout.harnesses.persona.simulator). Each response gives a
   reading of every axis (body sentences -> verbosity, formal share -> formality, marker sentences per body
   sentence -> the other axes) with a known variance (per-response jitter plus rounding); readings from all
   observations so far are combined by precision weighting under a uniform prior on [-1, 1], and the
@@ -25,10 +25,10 @@ from typing import Any
 
 from rollout.harnesses.base import Observation
 from rollout.harnesses.tools import Action
-from rollout.persona.analysis import behavior_signature, marker_counts, register_counts
-from rollout.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
-from rollout.persona.profiles import AXES
-from rollout.persona.simulator import (
+from rollout.harnesses.persona.analysis import behavior_signature, marker_counts, register_counts
+from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
+from rollout.harnesses.persona.profiles import AXES
+from rollout.harnesses.persona.simulator import (
     BASE_SENTENCES, DEFAULT_BASE_SENTENCES, JITTER, MARKER_RATE, VERBOSITY_SLOPE, query_category,
 )
 

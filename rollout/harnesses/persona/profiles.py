@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from rollout.persona.models import AiProfile, PersonalityAxis, ReasoningStyle, ResponseStyle, SafetyProfile
+from rollout.harnesses.persona.models import AiProfile, PersonalityAxis, ReasoningStyle, ResponseStyle, SafetyProfile
 
 # Every axis a persona may have, with RustyWorm's poles. The agent's profile and the numeric RL spaces use
 # this order.

@@ -1,15 +1,15 @@
 """RustyWorm's convergence task as a harness: infer a hidden persona from its responses and mimic it.
 
 reset(seed) picks a hidden target persona (seed i -> persona i of the chosen split, see
-rollout.persona.profiles), starts the agent from the neutral profile (every axis 0) and shows one
-BehaviorObservation of the target: a query, the target's response (rollout.persona.simulator), RustyWorm's
+rollout.harnesses.persona.profiles), starts the agent from the neutral profile (every axis 0) and shows one
+BehaviorObservation of the target: a query, the target's response (rollout.harnesses.persona.simulator), RustyWorm's
 keyword patterns, and similarity_to_target = the convergence of the agent's current profile.
 
 One action, apply_delta(adjustments, confidence): `adjustments` is an object axis -> amount (any subset of
 the axes; an object rather than RustyWorm's [name, amount] pairs because models write it reliably and its
 schema is plain) and `confidence` in [0, 1]. It is applied with RustyWorm's apply_correction: value +=
 amount * confidence, clamped to [-1, 1]. Each delta uses one observation; the reward is RustyWorm's shaped
-step reward on the convergence (rollout.persona.analysis). The episode completes when convergence reaches
+step reward on the convergence (rollout.harnesses.persona.analysis). The episode completes when convergence reaches
 0.90 and fails once max_observations observations are used. A malformed delta (unknown axis, amount
 outside [-2, 2], not a number) is refused and costs no observation.
 """
@@ -25,10 +25,10 @@ from pydantic import ValidationError
 
 from rollout.harnesses.base import ActionDefinition, ActionResult, BaseHarness, EpisodeStats, HarnessStatus, Observation
 from rollout.harnesses.tools import Action
-from rollout.persona.analysis import CONVERGED_AT, analyze_response, convergence, marker_counts, register_counts, shaped_reward
-from rollout.persona.models import AiProfile, BehaviorObservation, PersonalityDelta, apply_correction
-from rollout.persona.profiles import AXES, heldout_persona, neutral_profile, train_persona
-from rollout.persona.simulator import observe
+from rollout.harnesses.persona.analysis import CONVERGED_AT, analyze_response, convergence, marker_counts, register_counts, shaped_reward
+from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta, apply_correction
+from rollout.harnesses.persona.profiles import AXES, heldout_persona, neutral_profile, train_persona
+from rollout.harnesses.persona.simulator import observe
 
 SPLITS = ("train", "heldout")
 MAX_OBSERVATIONS = 10
@@ -182,7 +182,7 @@ class PersonaHarness(BaseHarness):
         return Action("apply_delta", {"adjustments": {axis: float(a) for axis, a in zip(AXES, amounts)}, "confidence": 1.0})
 
 
-# --- the text a model reads; serve.policy shows the served model exactly these prompts -------------
+# --- the text a model reads; rollout.harnesses.persona.policy_format shows the served model exactly these prompts -------------
 
 
 def episode_intro(max_observations: int) -> str:

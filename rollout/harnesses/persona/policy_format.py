@@ -1,7 +1,7 @@
 """The LLM's side of /predict-delta and /train: the persona harness's prompt for a (profile, observation), and
 the apply_delta tool call that answers it, in both directions.
 
-A policy trained in the persona harness (rollout.harnesses.persona) reads this very prompt: the harness's
+A policy trained in the persona harness (rollout.harnesses.persona.harness) reads this very prompt: the harness's
 system prompt and its first turn (rollout.harnesses.persona.first_observation_text: instructions, the target's
 response, the profile), with the convergence shown as the observation's similarity_to_target. Its reply is an
 apply_delta call {axis: amount} on the harness's axes, amounts in [-2, 2], confidence in [0, 1]; values
@@ -19,10 +19,10 @@ from __future__ import annotations
 import math
 
 from rollout.chat import ChatRenderer, system_prompt
-from rollout.harnesses.persona import MAX_AMOUNT, PersonaHarness, first_observation_text
+from rollout.harnesses.persona.harness import MAX_AMOUNT, PersonaHarness, first_observation_text
 from rollout.harnesses.tools import Action, ActionParseError, format_action, parse_action
-from rollout.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
-from rollout.persona.profiles import AXES
+from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
+from rollout.harnesses.persona.profiles import AXES
 
 DELTA_ACTION = "apply_delta"
 PERSONA_ACTIONS = PersonaHarness().get_action_space()  # built once: parse_delta runs on every request

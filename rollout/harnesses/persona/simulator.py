@@ -29,9 +29,9 @@ import math
 import random
 import re
 
-from rollout.persona.analysis import TRAIT_MARKERS, analyze_response, convergence
-from rollout.persona.models import AiProfile, BehaviorObservation, HybridReasoning
-from rollout.persona.profiles import AXES
+from rollout.harnesses.persona.analysis import TRAIT_MARKERS, analyze_response, convergence
+from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, HybridReasoning
+from rollout.harnesses.persona.profiles import AXES
 
 JITTER = 0.3
 MARKER_RATE = 0.6
