@@ -1,11 +1,13 @@
 """Experiment configuration: YAML files in configs/, dotted overrides on the command line, validated on load.
 
-Each package owns the model of its own section (rollout.engine.EngineConfig, ...); this module composes them.
-Anything unknown or invalid is an error that names the dotted key and the reason.
+Each package owns the pydantic model of its own section (rollout.engine.EngineConfig, learner.group.LearnerConfig
+with learner.losses.PolicyLossConfig and learner.advantages.AdvantageConfig, ...); this module composes them
+(the verl pattern). Anything unknown or invalid is an error that names the dotted key and the reason.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,9 +70,9 @@ class TrainConfig(BaseModel):
 
 
 class TerrariumConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid")
 
-    run_name: str = Field("local", pattern=r"^[A-Za-z0-9_.-]+$")
+    run_name: str = Field("local", pattern=r"^[A-Za-z0-9_.-]+$", description="one directory under output_dir")
     output_dir: str = "runs"
     seed: int = 0
     model: ModelConfig = ModelConfig()
@@ -81,15 +83,12 @@ class TerrariumConfig(BaseModel):
     store: StoreConfig | None = None  # None: Parquet files under the run directory
     train: TrainConfig = TrainConfig()
 
-    @field_validator("learner", mode="before")
+    @field_validator("run_name")
     @classmethod
-    def _learner_from_dict(cls, value: Any) -> LearnerConfig:
-        if not isinstance(value, dict):
-            return value
-        try:
-            return LearnerConfig.from_dict(value)
-        except TypeError as exc:  # a value of the wrong type, e.g. lr: fast
-            raise ValueError(str(exc)) from exc
+    def _run_name_is_one_directory(cls, value: str) -> str:
+        if set(value) == {"."}:  # "." or "..": the run directory would be output_dir or its parent
+            raise ValueError(f"run_name {value!r} names no directory of its own; use letters, digits, _ . -")
+        return value
 
     @property
     def run_dir(self) -> Path:
@@ -135,7 +134,9 @@ def load_config(
     for override in overrides:
         apply_override(data, override)
     try:
-        return schema.model_validate(data)
+        # Strict, as JSON: 2.5 is no integer, true is no number, "1" is no float, for every section whoever owns
+        # it; a YAML list still fills a tuple and a string a path, as in a JSON document.
+        return schema.model_validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

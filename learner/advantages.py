@@ -6,6 +6,7 @@ A group is G episodes played from the same harness seed, so the group mean is a 
 - "loo": leave-one-out, r_i minus the mean of the other rewards of the group (AgentCPM, RLOO); no std.
 A group whose rewards span (max - min) less than `min_spread` carries no learning signal; it is dropped
 (keep False) unless `drop_low_spread` is False. A group of one episode has no baseline: its advantage is 0.
+- `weighted_advantages`: one group with importance weights (the served /train update), a weighted grpo.
 """
 
 from __future__ import annotations
@@ -13,25 +14,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-ESTIMATORS = ("grpo", "loo")
 
+class AdvantageConfig(BaseModel):
+    """The `learner.advantage` config section."""
 
-@dataclass(frozen=True)
-class AdvantageConfig:
-    estimator: str = "grpo"  # "grpo" or "loo"
-    normalize_by_std: bool = True  # grpo only; False is Dr.GRPO
-    eps: float = 1e-6
-    min_spread: float = 1e-6  # groups whose reward span is below this are "flat"
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    estimator: Literal["grpo", "loo"] = "grpo"
+    normalize_by_std: bool = Field(True, description="grpo only; false is Dr.GRPO")
+    eps: float = Field(1e-6, ge=0)
+    min_spread: float = Field(1e-6, ge=0, description='groups whose reward span is below this are "flat"')
     drop_low_spread: bool = True
-
-    def __post_init__(self) -> None:
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"advantage estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
-        if self.eps < 0 or self.min_spread < 0:
-            raise ValueError("advantage eps and min_spread must be >= 0")
 
 
 @dataclass
@@ -74,3 +72,14 @@ def group_advantages(
             mean_of_others = (group.sum() - group) / (n - 1)
             advantages[indices] = group - mean_of_others
     return GroupAdvantages(advantages, keep, len(members), num_dropped)
+
+
+def weighted_advantages(rewards: Sequence[float], weights: Sequence[float], eps: float = 1e-6) -> list[float] | None:
+    """One weighted group (the /train request): (r - weighted mean) / (weighted std + eps), so the weighted
+    advantages sum to zero; None when the rewards do not vary (no learning signal). Weights must be > 0."""
+    total = sum(weights)
+    mean = sum(w * r for w, r in zip(weights, rewards)) / total
+    std = math.sqrt(sum(w * (r - mean) ** 2 for w, r in zip(weights, rewards)) / total)
+    if std < eps:
+        return None
+    return [(r - mean) / (std + eps) for r in rewards]

@@ -18,8 +18,7 @@ import dataclasses
 import math
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import ray
 import torch
 import torch.distributed as dist
+from pydantic import Field
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from torch.nn.parallel import DistributedDataParallel
@@ -34,9 +34,10 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.utils import logging as transformers_logging
 
 from learner.advantages import AdvantageConfig, group_advantages
-from learner.batch import TrainBatch, check_trajectory, collate, split_evenly, split_into_chunks, token_logprobs
+from learner.batch import TrainBatch, check_trajectory, collate, split_evenly, token_logprobs
 from learner.checkpoint import CheckpointState, capture_rng_state, load_checkpoint, save_checkpoint
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss, sft_loss
+from learner.optimizer import LossFn, OptimizerConfig, build_optimizer, micro_batches, optimizer_step
 from learner.weight_sync import sync_through_object_store
 from rollout.engine import EngineConfig
 from rollout.data.trajectory import Trajectory
@@ -46,50 +47,18 @@ from rollout.data.trajectory import Trajectory
 ADDITIVE_METRICS = ("loss", "pg_loss", "kl_loss", "policy_tokens")
 
 
-@dataclass(frozen=True)
-class LearnerConfig:
-    lr: float = 1e-6
-    betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 1e-8
-    weight_decay: float = 0.01
-    grad_clip: float | None = 1.0  # max global grad norm; None: no clipping (the norm is still reported)
-    micro_batch_size: int = 4  # trajectories per forward/backward on one rank
-    mini_batches: int = 1  # optimizer steps per update; > 1 makes the ratio (and the clip) move off 1
-    sft_lr: float = 1e-5
-    bf16: bool = True  # bf16 autocast on CUDA (master weights stay fp32); CPU always runs fp32
+class LearnerConfig(OptimizerConfig):
+    """The `learner` config section (cluster/config.py composes it): the optimizer's fields plus these."""
+
+    mini_batches: int = Field(1, ge=1, description="optimizer steps per update; > 1 moves the ratio off 1")
+    sft_lr: float = Field(1e-5, gt=0)
+    bf16: bool = Field(True, description="bf16 autocast on CUDA (master weights stay fp32); CPU runs fp32")
     seed: int = 0
-    policy_loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
-    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
-    setup_timeout_s: float = 600.0  # actor start, model load, process-group rendezvous
-    call_timeout_s: float = 1800.0  # one update / checkpoint call
-    collective_timeout_s: float = 600.0  # one all-reduce waiting for a missing rank
-
-    def __post_init__(self) -> None:
-        if self.lr <= 0 or self.sft_lr <= 0:
-            raise ValueError("lr and sft_lr must be > 0")
-        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError("grad_clip must be > 0 (or None)")
-        if self.micro_batch_size < 1 or self.mini_batches < 1:
-            raise ValueError("micro_batch_size and mini_batches must be >= 1")
-        if min(self.setup_timeout_s, self.call_timeout_s, self.collective_timeout_s) <= 0:
-            raise ValueError("timeouts must be > 0")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LearnerConfig:
-        """Build from plain dicts (YAML): nested policy_loss / advantage dicts, betas as a list."""
-        data = dict(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        if unknown := set(data) - known:
-            raise ValueError(f"unknown learner config keys: {sorted(unknown)}")
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
-        if isinstance(data.get("policy_loss"), dict):
-            data["policy_loss"] = PolicyLossConfig(**data["policy_loss"])
-        if isinstance(data.get("advantage"), dict):
-            data["advantage"] = AdvantageConfig(**data["advantage"])
-        return cls(**data)
+    policy_loss: PolicyLossConfig = PolicyLossConfig()
+    advantage: AdvantageConfig = AdvantageConfig()
+    setup_timeout_s: float = Field(600.0, gt=0, description="actor start, model load, process-group rendezvous")
+    call_timeout_s: float = Field(1800.0, gt=0, description="one update / checkpoint call")
+    collective_timeout_s: float = Field(600.0, gt=0, description="one all-reduce waiting for a missing rank")
 
 
 @dataclass
@@ -150,13 +119,7 @@ class LearnerWorker:
         model = self._load_model()
         self.model = DistributedDataParallel(model, device_ids=[0] if self.use_cuda else None)
         self.ref_model = self._load_model().requires_grad_(False) if self.config.policy_loss.kl_coef > 0 else None
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=self.config.lr,
-            betas=self.config.betas,
-            eps=self.config.adam_eps,
-            weight_decay=self.config.weight_decay,
-        )
+        self.optimizer = build_optimizer(model.parameters(), self.config)
 
     def _load_model(self) -> torch.nn.Module:
         # from_pretrained leaves the model in eval mode: dropout stays off, so a no-grad pass and the
@@ -174,41 +137,16 @@ class LearnerWorker:
             return token_logprobs(model, batch.input_ids, batch.attention_mask)
 
     def _micro_batches(self, shard: StepShard) -> list[TrainBatch]:
-        size = self.config.micro_batch_size
-        return [
-            collate(trajectories, advantages, weights).to(self.device)
-            for trajectories, advantages, weights in zip(
-                split_into_chunks(shard.trajectories, size),
-                split_into_chunks(shard.advantages, size),
-                split_into_chunks(shard.sample_weights, size),
-            )
-        ]
+        return micro_batches(
+            shard.trajectories, shard.advantages, shard.sample_weights, self.config.micro_batch_size, self.device
+        )
 
-    def _optimizer_step(
-        self,
-        micro_batches: list[TrainBatch],
-        loss_fn: Callable[[int, TrainBatch, torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
-        lr: float,
-    ) -> tuple[float, list[dict[str, float]]]:
-        """Accumulate gradients over micro-batches, all-reduce once (on the last backward), clip, step."""
-        self.optimizer.zero_grad(set_to_none=True)
-        parts = []
-        for index, batch in enumerate(micro_batches):
-            is_last = index == len(micro_batches) - 1
-            with contextlib.nullcontext() if is_last else self.model.no_sync():
-                logprobs = self._score(self.model, batch)
-                loss, metrics = loss_fn(index, batch, logprobs)
-                (loss * self.world_size).backward()  # undo DDP's average: the ranks' losses add up
-            parts.append(metrics)
-        max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
-        if math.isfinite(grad_norm):  # the same on every rank (gradients are all-reduced)
-            for param_group in self.optimizer.param_groups:
-                param_group["lr"] = lr
-            self.optimizer.step()
-            self.step += 1
+    def _optimizer_step(self, batches: list[TrainBatch], loss_fn: LossFn, lr: float) -> tuple[float, list[dict]]:
+        grad_norm, parts = optimizer_step(
+            self.model, self.optimizer, batches, self._score, loss_fn, lr, self.config.grad_clip, self.world_size
+        )
+        self.step += math.isfinite(grad_norm)
         return grad_norm, parts
-
     def update(self, shards: list[StepShard]) -> dict[str, float]:
         """One optimizer step per shard (mini-batch), all with the old logprobs of the starting weights."""
         loss_config = self.config.policy_loss

@@ -21,49 +21,44 @@ in the denominator (AgentCPM does the same).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
-LOSS_TYPES = ("grpo", "minirl")
-AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
-KL_ESTIMATORS = ("k1", "k3")
+Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+AGGREGATIONS = get_args(Aggregation)
 
 
-@dataclass(frozen=True)
-class PolicyLossConfig:
-    loss_type: str = "grpo"  # "grpo" (clipped ratio) or "minirl" (AgentCPM's masked REINFORCE)
-    clip_low: float = 0.2  # grpo: ratio clipped to [1 - clip_low, 1 + clip_high]
-    clip_high: float = 0.2  # DAPO's clip-higher uses 0.28
-    dual_clip: float | None = 3.0  # grpo: loss of negative-advantage tokens capped at |A| * dual_clip
-    minirl_lower: float = 0.8  # minirl: mask tokens with r < lower and A < 0 (1 - eps)
-    minirl_upper: float = 1.3  # minirl: mask tokens with r > upper and A > 0 (1 + eps + eps_high)
-    aggregation: str = "token-mean"
-    norm_length: int | None = None  # the fixed length of "seq-mean-token-sum-norm" (Dr.GRPO's L_max)
-    kl_coef: float = 0.0  # > 0 loads a frozen reference model and adds kl_coef * KL(policy || reference)
-    kl_estimator: str = "k3"
-    tis_cap: float | None = 2.0  # None turns truncated importance sampling off
+class PolicyLossConfig(BaseModel):
+    """The `learner.policy_loss` config section."""
 
-    def __post_init__(self) -> None:
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
-        if not 0 <= self.clip_low < 1 or self.clip_high < 0:
-            raise ValueError("need 0 <= clip_low < 1 and clip_high >= 0")
-        if self.dual_clip is not None and self.dual_clip <= 1:
-            raise ValueError(f"dual_clip must be > 1 (or None), got {self.dual_clip}")
-        if not 0 < self.minirl_lower <= 1 <= self.minirl_upper:
-            raise ValueError("need 0 < minirl_lower <= 1 <= minirl_upper")
-        if self.aggregation == "seq-mean-token-sum-norm" and (self.norm_length is None or self.norm_length < 1):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    loss_type: Literal["grpo", "minirl"] = Field("grpo", description="grpo: clipped ratio; minirl: AgentCPM's")
+    clip_low: float = Field(0.2, ge=0, lt=1, description="grpo: ratio clipped to [1 - clip_low, 1 + clip_high]")
+    clip_high: float = Field(0.2, ge=0, description="DAPO's clip-higher uses 0.28")
+    dual_clip: float | None = Field(
+        3.0, gt=1, description="grpo: loss of negative-advantage tokens capped at |A| * dual_clip; null: off"
+    )
+    minirl_lower: float = Field(0.8, gt=0, le=1, description="minirl: mask tokens with r < lower and A < 0")
+    minirl_upper: float = Field(1.3, ge=1, description="minirl: mask tokens with r > upper and A > 0")
+    aggregation: Aggregation = "token-mean"
+    norm_length: int | None = Field(
+        None, ge=1, description='the fixed length of "seq-mean-token-sum-norm" (Dr.GRPO\'s L_max)'
+    )
+    kl_coef: float = Field(
+        0.0, ge=0, description="> 0 loads a frozen reference model and adds kl_coef * KL(policy || reference)"
+    )
+    kl_estimator: Literal["k1", "k3"] = "k3"
+    tis_cap: float | None = Field(2.0, gt=0, description="null turns truncated importance sampling off")
+
+    @model_validator(mode="after")
+    def _norm_length_for_sum_norm(self) -> PolicyLossConfig:
+        if self.aggregation == "seq-mean-token-sum-norm" and self.norm_length is None:
             raise ValueError("aggregation 'seq-mean-token-sum-norm' needs norm_length >= 1")
-        if self.kl_coef < 0:
-            raise ValueError("kl_coef must be >= 0")
-        if self.tis_cap is not None and self.tis_cap <= 0:
-            raise ValueError("tis_cap must be > 0 (or None)")
+        return self
 
 
 def grpo_token_loss(

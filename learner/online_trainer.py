@@ -5,9 +5,10 @@ then the apply_delta call written from the action, the only policy tokens) and c
 - importance weights: each usable weight (finite and > 0) divided by the mean of the usable ones, so they
   average 1 and the loss keeps its scale; the others are dropped (RustyWorm's own normalisation min-max
   scales, divides by the sum and then prunes below 0.3 of that, which drops almost everything);
-- advantage: the reward, normalised within the request with the importance weights,
-  A_i = (r_i - mean_w r) / (std_w r + eps), so the weighted advantages sum to zero (a baseline, no critic);
-- loss: learner.losses.rl_loss (MINIRL or GRPO) with the normalised importance weights as sample weights.
+- advantage: learner.advantages.weighted_advantages, the reward normalised within the request with the
+  importance weights, A_i = (r_i - mean_w r) / (std_w r + eps) (a zero-sum baseline, no critic);
+- loss: learner.losses.rl_loss (MINIRL or GRPO) with the normalised importance weights as sample weights,
+  in the learner's own optimizer step (learner.optimizer: micro-batches, clip, a non-finite step skipped).
 The actions were chosen by RustyWorm, not sampled from this model, so there are no behaviour logprobs: the
 update starts from the current weights (ratio 1) and the importance weights are the off-policy correction.
 
@@ -26,27 +27,20 @@ from typing import Any, Literal
 
 import ray
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from transformers import AutoModelForCausalLM
 
-from learner.batch import collate, split_into_chunks, token_logprobs
+from learner.advantages import weighted_advantages
+from learner.batch import TrainBatch, token_logprobs
 from learner.checkpoint import latest_checkpoint, read_checkpoint_state
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss
+from learner.optimizer import OptimizerConfig, build_optimizer, micro_batches, optimizer_step
 from learner.weight_sync import sync_through_object_store
 from rollout.data.trajectory import Trajectory
 
-ADVANTAGE_EPS = 1e-6
+class OnlineTrainerConfig(OptimizerConfig):
+    """The /train policy update: one AdamW step per request, with the learner's optimizer fields."""
 
-
-class OnlineTrainerConfig(BaseModel):
-    """The /train policy update: one AdamW step per request."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    lr: float = Field(1e-5, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null: no clipping")
-    micro_batch_size: int = Field(8, ge=1, description="trajectories per forward/backward")
     num_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved by the trainer actor")
     num_gpus: float = Field(0.0, ge=0, description="> 0 trains on a GPU")
     sync_timeout_s: float = Field(120.0, gt=0, description="deadline for pushing new weights into the engine")
@@ -60,17 +54,6 @@ def normalise_importance_weights(weights: Sequence[float | None]) -> list[float]
         return kept
     mean = sum(kept) / usable
     return [w / mean for w in kept]
-
-
-def weighted_advantages(rewards: Sequence[float], weights: Sequence[float]) -> list[float] | None:
-    """(r - weighted mean) / (weighted std + eps) over one group; None when the rewards do not vary (no
-    learning signal). Weights must be > 0."""
-    total = sum(weights)
-    mean = sum(w * r for w, r in zip(weights, rewards)) / total
-    std = math.sqrt(sum(w * (r - mean) ** 2 for w, r in zip(weights, rewards)) / total)
-    if std < ADVANTAGE_EPS:
-        return None
-    return [(r - mean) / (std + ADVANTAGE_EPS) for r in rewards]
 
 
 def resolve_model_dir(path: str | Path) -> Path:
@@ -126,9 +109,7 @@ class PolicyTrainer:
     def _load(self, model_dir: str) -> None:
         # Eval mode: dropout off, so the scored pass equals the engine's forward pass.
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(self.device).eval()
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
-        )
+        self.optimizer = build_optimizer(self.model.parameters(), self.config)
 
     def _push(self, policy_version: int) -> int:
         assert self.model is not None
@@ -163,21 +144,15 @@ class PolicyTrainer:
         if self.model is None:
             self._load(self.model_path)
         assert self.model is not None and self.optimizer is not None
-        batch_trajectories = [t for t, _ in used]
-        sample_weights = [w for _, w in used]
         loss_config = PolicyLossConfig(loss_type=loss_type, tis_cap=None)
-        denominator = loss_denominator([t.num_policy_tokens for t in batch_trajectories], loss_config.aggregation)
-        size = self.config.micro_batch_size
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = 0.0
-        for chunk, chunk_advantages, chunk_weights in zip(
-            split_into_chunks(batch_trajectories, size),
-            split_into_chunks(advantages, size),
-            split_into_chunks(sample_weights, size),
-        ):
-            batch = collate(chunk, chunk_advantages, chunk_weights).to(self.device)
-            logprobs = token_logprobs(self.model, batch.input_ids, batch.attention_mask)
-            part, metrics = rl_loss(
+        trajectories = [t for t, _ in used]
+        denominator = loss_denominator([t.num_policy_tokens for t in trajectories], loss_config.aggregation)
+        batches = micro_batches(
+            trajectories, advantages, [w for _, w in used], self.config.micro_batch_size, self.device
+        )
+
+        def loss_fn(index: int, batch: TrainBatch, logprobs: torch.Tensor) -> tuple[torch.Tensor, dict]:
+            return rl_loss(
                 logprobs,
                 logprobs.detach(),
                 batch.advantages,
@@ -186,19 +161,23 @@ class PolicyTrainer:
                 denominator=denominator,
                 sample_weights=batch.sample_weights,
             )
-            part.backward()
-            loss += metrics["loss"]
-        max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
-        if not math.isfinite(grad_norm):
-            raise FloatingPointError(f"the gradient is not finite (norm {grad_norm}); the weights were not changed")
-        self.optimizer.step()
-        version = self._push(ray.get(self.engine.get_policy_version.remote()) + 1)
+
+        def score(model: torch.nn.Module, batch: TrainBatch) -> torch.Tensor:
+            return token_logprobs(model, batch.input_ids, batch.attention_mask)
+
+        grad_norm, parts = optimizer_step(
+            self.model, self.optimizer, batches, score, loss_fn, self.config.lr, self.config.grad_clip
+        )
+        # The learner's rule: a non-finite gradient skips the step, the weights and the version stay.
+        stepped = math.isfinite(grad_norm)
+        current = ray.get(self.engine.get_policy_version.remote())
+        version = self._push(current + 1) if stepped else current
         return {
-            "loss": loss,
+            "loss": sum(part["loss"] for part in parts),
             "num_trajectories_used": float(len(used)),
             "policy_version": float(version),
             "grad_norm": grad_norm,
+            "nonfinite_grad_steps": float(not stepped),
             "update_time_s": time.perf_counter() - start,
         }
 

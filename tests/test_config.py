@@ -81,3 +81,42 @@ def test_kuberay_rayjob_runs_terrarium_train():
     config = load_config(Path(__file__).parent.parent / "configs" / "cluster-gpu.yaml")
     needed = config.engine.num_engines * config.engine.tensor_parallel_size + config.train.num_learner_ranks
     assert gpus >= needed
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("learner.micro_batch_size=2.5", r"learner\.micro_batch_size: .*integer"),
+        ("learner.mini_batches=1.5", r"learner\.mini_batches: .*integer"),
+        ("learner.policy_loss.clip_high=true", r"learner\.policy_loss\.clip_high: .*number"),
+        ("learner.lrr=1e-5", r"learner\.lrr: unknown key"),
+        ("learner.advantage.estimator=ppo", r"learner\.advantage\.estimator: "),
+        ("learner.betas=[0.9, 1.5]", r"learner\.betas: .*betas must be two numbers"),
+        ("sampling.temperature=true", r"sampling\.temperature: .*number"),
+        ("run_name=..", r"run_name: .*names no directory"),
+        ("run_name=a/b", r"run_name: "),
+    ],
+)
+def test_every_section_is_strict_and_names_the_dotted_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_learner_sections_load_from_yaml_types():
+    config = load_config(None, ["learner.betas=[0.8, 0.95]", "learner.lr=3e-5", "learner.policy_loss.dual_clip=null"])
+    assert config.learner.betas == (0.8, 0.95) and config.learner.lr == 3e-5
+    assert config.learner.policy_loss.dual_clip is None
+
+
+def test_online_trainer_reuses_the_learner_optimizer_fields():
+    from learner.group import LearnerConfig
+    from learner.online_trainer import OnlineTrainerConfig
+    from learner.optimizer import OptimizerConfig
+
+    assert issubclass(LearnerConfig, OptimizerConfig) and issubclass(OnlineTrainerConfig, OptimizerConfig)
+    shared = set(OptimizerConfig.model_fields)
+    assert {"lr", "weight_decay", "grad_clip", "micro_batch_size"} <= shared
+    for name in shared:
+        assert OnlineTrainerConfig.model_fields[name].default == LearnerConfig.model_fields[name].default
+    with pytest.raises(ConfigError, match=r"trainer\.micro_batch_size: .*integer"):
+        load_config(None, ["trainer.micro_batch_size=2.5"], ServeCommandConfig)

@@ -170,10 +170,10 @@ def test_two_ranks_make_the_same_update_as_one(ray_session, model_dir):
     loss = PolicyLossConfig(loss_type="grpo", clip_high=0.28, dual_clip=3.0, kl_coef=0.05, tis_cap=2.0)
     base = LearnerConfig(**SCALE_SENSITIVE, mini_batches=2, policy_loss=loss)
     two_ranks, metrics_2 = _parameters_after_update(
-        model_dir, 2, dataclasses.replace(base, micro_batch_size=1), batch
+        model_dir, 2, base.model_copy(update={"micro_batch_size": 1}), batch
     )
     one_rank, metrics_1 = _parameters_after_update(
-        model_dir, 1, dataclasses.replace(base, micro_batch_size=3), batch
+        model_dir, 1, base.model_copy(update={"micro_batch_size": 3}), batch
     )
 
     initial = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict()
@@ -206,7 +206,7 @@ def test_checkpoint_kill_and_resume_continue_identically(ray_session, model_dir,
 
     assert latest_checkpoint(tmp_path) == path
     # Another seed, so a restored RNG cannot be mistaken for a freshly seeded one.
-    resumed = LearnerGroup(2, model_dir, dataclasses.replace(config, seed=1234), use_gpu=False)
+    resumed = LearnerGroup(2, model_dir, config.model_copy(update={"seed": 1234}), use_gpu=False)
     try:
         state = resumed.load_checkpoint(path)
         assert (state.step, state.policy_version, state.data_position) == (1, 1, {"next_seed": 42})

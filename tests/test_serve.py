@@ -33,7 +33,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster.serve_command import ServeCommandConfig, load_serve_config, start_service
 from learner.checkpoint import CheckpointState, capture_rng_state, save_checkpoint
-from learner.online_trainer import normalise_importance_weights, weighted_advantages
+from learner.advantages import weighted_advantages
+from learner.online_trainer import normalise_importance_weights
 from learner.rllib_baseline import BaselineConfig, RLlibDeltaPolicy, train_baseline
 from rollout.chat import ChatRenderer, system_prompt
 from rollout.engine import SamplingConfig, serialize_state_dict
