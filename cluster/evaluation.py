@@ -2,24 +2,42 @@
 
 "llm:PATH" (a model directory, a training checkpoint, or a run directory: its newest checkpoint) starts Ray,
 the config's engines and rollout workers on those weights and plays the episodes through the agent loop that
-training uses (rollout.evaluation.evaluate_on_engines), with the config's sampling and agent limits. Every
-other spec is played here by rollout.evaluation.evaluate. Both face the same seeds, so their reports compare.
+training uses (rollout.evaluation.evaluate_on_engines), with the config's sampling and agent limits.
+"KIND:PATH" loads a trained policy (CHECKPOINT_POLICIES, e.g. the RLlib baseline); it and every other spec
+are played here by rollout.evaluation.evaluate. All face the same seeds, so their reports compare.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import ray
 
 from cluster.config import TerrariumConfig
 from cluster.placement import connect_ray
-from learner.online_trainer import resolve_model_dir
+from learner.rllib_baseline import RLlibDeltaPolicy
 from rollout.engine import start_engines
+from rollout.models.checkpoints import resolve_model_dir
 from rollout.evaluation import EvalReport, evaluate, evaluate_on_engines
+from rollout.harnesses.experts import Policy
 from rollout.worker import RolloutCoordinator
 
 LLM_POLICY = "llm"
+# Trained policies loaded from a path: "KIND:PATH" -> the loader called with PATH. Here, above learner/, so
+# rollout and serve get the loaded policy object and import nothing of the packages that train them.
+CHECKPOINT_POLICIES: dict[str, Callable[[str], Policy]] = {"rllib": RLlibDeltaPolicy.load}
+
+
+def load_checkpoint_policy(policy: str) -> Policy | None:
+    """The trained policy a "KIND:PATH" spec names (e.g. "rllib:runs/persona-baseline/checkpoint"), or None when
+    `policy` is not of that form. `terrarium serve` loads policy rllib through it too."""
+    kind, _, path = policy.partition(":")
+    if kind not in CHECKPOINT_POLICIES:
+        return None
+    if not path:
+        raise ValueError(f"policy {policy!r}: name the checkpoint, e.g. {kind}:runs/persona-baseline/checkpoint")
+    return CHECKPOINT_POLICIES[kind](path)
 
 
 def evaluate_policy(
@@ -34,7 +52,8 @@ def evaluate_policy(
     harness and its kwargs are the arguments', not the config's rollout.harness."""
     kind, _, path = policy.partition(":")
     if kind != LLM_POLICY:
-        return evaluate(harness, policy, episodes, seed=seed, harness_kwargs=harness_kwargs)
+        agent = load_checkpoint_policy(policy)
+        return evaluate(harness, policy, episodes, seed=seed, harness_kwargs=harness_kwargs, agent=agent)
     if not path:
         raise ValueError(f"policy {policy!r}: name the weights, e.g. llm:runs/persona (its newest checkpoint)")
     config = config or TerrariumConfig()

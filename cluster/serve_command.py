@@ -1,10 +1,11 @@
 """`terrarium serve [CONFIG] [KEY=VALUE ...]`: the policy service on Ray Serve until Ctrl-C.
 
     connect Ray (RAY_ADDRESS or a local one) -> [policy llm: engine -> learner's PolicyTrainer actor]
-    -> serve.app.run -> print the URL -> wait -> Ctrl-C: delete the app
+    [policy rllib: the RLlib checkpoint's policy] -> serve.app.run -> print the URL -> wait -> Ctrl-C
 
 The cluster side owns the wiring: serve/ imports nothing from learner, so the trainer actor (which trains
-/train requests and loads published checkpoints) is started here and handed to the app. The config file is
+/train requests and loads published checkpoints) is started here, and the RLlib policy loaded here, and both
+are handed to the app. The config file is
 serve.config.ServeConfig plus a `trainer` section (learner.online_trainer.OnlineTrainerConfig).
 """
 
@@ -19,6 +20,7 @@ from pydantic import Field
 from ray import serve
 
 from cluster.config import load_config
+from cluster.evaluation import load_checkpoint_policy
 from cluster.placement import connect_ray
 from learner.online_trainer import OnlineTrainerConfig, start_policy_trainer
 from rollout.engine import start_engines
@@ -53,13 +55,15 @@ def start_service(config: ServeCommandConfig, engine: Any | None = None) -> str:
     """Deploy the service on the connected Ray and return its URL. Policy "llm": serves from `engine` (an
     engine actor handle), or from an engine started here from config.engine."""
     service = config.service()
-    trainer = None
+    trainer = delta_policy = None
+    if service.policy == "rllib":
+        delta_policy = load_checkpoint_policy(f"rllib:{service.checkpoint}")
     if service.policy == "llm":
         model_path = str(resolve_model_path(service.model))
         if engine is None:
             (engine,) = start_engines(model_path, service.engine)
         trainer = start_policy_trainer(model_path, config.trainer, engine)
-    return run_policy_service(service, trainer)
+    return run_policy_service(service, trainer, delta_policy)
 
 
 def needed_cpus(config: ServeCommandConfig) -> float:

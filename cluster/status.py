@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from cluster.metrics import read_metrics
-from learner.checkpoint import CHECKPOINTS_DIR, STEP_DIR_PATTERN, read_checkpoint_state
+from rollout.models.checkpoints import (
+    CHECKPOINTS_DIR,
+    STEP_DIR_PATTERN,
+    CorruptCheckpointError,
+    read_checkpoint_state,
+)
 
 
 @dataclass
@@ -60,7 +65,10 @@ def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
     infos = []
     for entry in root.iterdir():
         if STEP_DIR_PATTERN.match(entry.name) and (entry / "state.json").is_file():
-            state = read_checkpoint_state(entry)
+            try:
+                state = read_checkpoint_state(entry)
+            except CorruptCheckpointError:  # damaged: training resumes from an earlier one, so list that
+                continue
             written = datetime.fromtimestamp((entry / "state.json").stat().st_mtime, tz=timezone.utc)
             infos.append(CheckpointInfo(state.policy_version, state.step, directory_size(entry), written))
     return sorted(infos, key=lambda info: info.policy_version)

@@ -27,11 +27,11 @@ from transformers import AutoTokenizer
 from cluster.config import TerrariumConfig
 from cluster.metrics import MetricsLog, plot_curves
 from cluster.placement import Placement, connect_ray, reserve
-from learner.checkpoint import latest_checkpoint
 from learner.group import LearnerGroup
 from rollout.chat import ChatRenderer
 from rollout.demonstrations import expert_demonstrations
 from rollout.engine import start_engines
+from rollout.models.checkpoints import latest_checkpoint
 from rollout.models.source import resolve_model_path
 from rollout.data.store import StoreConfig, open_store
 from rollout.data.trajectory import Trajectory

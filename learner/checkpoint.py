@@ -1,13 +1,8 @@
-"""Checkpoint directories: everything needed to continue training exactly where it stopped.
+"""Writing and restoring learner checkpoints: everything needed to continue training exactly where it stopped.
 
-Layout of `{run_dir}/checkpoints/version_{policy_version:08d}/`:
-    model/        save_pretrained (safetensors) plus the tokenizer files of the source model, so the
-                  directory loads in transformers and vLLM as it is (Serve publishes it)
-    optimizer.pt  the optimizer's state_dict
-    rng.pt        python, numpy and torch RNG states, one entry per learner rank
-    state.json    step, policy_version, data_position (an opaque dict of the driver), world_size
-A checkpoint is written into a hidden temporary directory and renamed into place only when complete, so a
-writer killed midway leaves no half checkpoint: `latest_checkpoint` never sees the temporary ones.
+The layout (directories, files, state.json, which checkpoint is the newest good one) is
+rollout.models.checkpoints, which serve and evaluation read too; this module adds the torch side: weights,
+optimizer and RNG states, saved atomically and durably, and loaded with torch.load(weights_only=True).
 """
 
 from __future__ import annotations
@@ -15,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,30 +19,25 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-CHECKPOINTS_DIR = "checkpoints"
-STEP_DIR_PATTERN = re.compile(r"^version_(\d+)$")
-TEMP_PREFIX = ".tmp-"
+from rollout.models.checkpoints import (
+    TEMP_PREFIX,
+    CheckpointState,
+    check_checkpoint,
+    checkpoint_dir,
+    fsync_dir,
+    fsync_tree,
+)
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
 
 
-@dataclass
-class CheckpointState:
-    step: int  # optimizer steps taken
-    policy_version: int
-    data_position: dict[str, Any] = field(default_factory=dict)
-    world_size: int = 1
-
-
-def checkpoint_dir(run_dir: str | Path, policy_version: int) -> Path:
-    """Named by policy version (the driver's training step), not optimizer steps: a step whose groups were
-    all flat takes no optimizer step but is still a step the run must not repeat."""
-    return Path(run_dir) / CHECKPOINTS_DIR / f"version_{policy_version:08d}"
-
-
 def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as tensors and plain tuples, which torch.load(weights_only=True)
+    reads back (numpy's own state holds an ndarray, which it refuses)."""
+    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gauss),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -59,7 +47,8 @@ def capture_rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, position, has_gauss, cached_gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -73,8 +62,9 @@ def save_checkpoint(
     rng_states: list[dict[str, Any]],
     tokenizer_source: str | Path | None = None,
 ) -> Path:
-    """Write a complete checkpoint for `state.policy_version` atomically; returns its directory.
-    `tokenizer_source`: a model directory whose non-weight files (tokenizer, chat template) are copied."""
+    """Write a complete checkpoint for `state.policy_version` atomically and durably (files and directories
+    fsynced before the rename); returns its directory. `tokenizer_source`: a model directory whose non-weight
+    files (tokenizer, chat template) are copied."""
     final = checkpoint_dir(run_dir, state.policy_version)
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(TEMP_PREFIX + "*"):  # left by a writer that was killed
@@ -91,6 +81,7 @@ def save_checkpoint(
     torch.save(optimizer.state_dict(), temp / "optimizer.pt")
     torch.save(rng_states, temp / "rng.pt")
     (temp / "state.json").write_text(json.dumps(vars(state), indent=2))
+    fsync_tree(temp)
 
     if final.exists():  # re-saving a step: swap, so some complete copy exists at every moment
         trash = final.parent / f"{TEMP_PREFIX}old-{final.name}-{uuid.uuid4().hex[:8]}"
@@ -99,14 +90,8 @@ def save_checkpoint(
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.rename(temp, final)
+    fsync_dir(final.parent)
     return final
-
-
-def read_checkpoint_state(path: str | Path) -> CheckpointState:
-    state_file = Path(path) / "state.json"
-    if not state_file.is_file():
-        raise FileNotFoundError(f"{path} is not a checkpoint directory (no state.json)")
-    return CheckpointState(**json.loads(state_file.read_text()))
 
 
 def load_checkpoint(
@@ -115,25 +100,11 @@ def load_checkpoint(
     """Restore weights, optimizer state and this rank's RNG in place. A checkpoint written by fewer ranks
     gives rank r the RNG state of rank r % saved_ranks (weights and optimizer are the same on every rank)."""
     path = Path(path)
-    state = read_checkpoint_state(path)
+    state = check_checkpoint(path)
     device = next(model.parameters()).device
     saved = AutoModelForCausalLM.from_pretrained(path / "model", dtype=torch.float32)
     model.load_state_dict(saved.state_dict())
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
-    # Our own file, holding python and numpy RNG tuples that the weights_only loader refuses.
-    rng_states = torch.load(path / "rng.pt", weights_only=False)
+    rng_states = torch.load(path / "rng.pt", weights_only=True)
     restore_rng_state(rng_states[rank % len(rng_states)])
     return state
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The complete checkpoint with the highest policy version under run_dir, or None."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return None
-    steps = [
-        (int(match.group(1)), entry)
-        for entry in root.iterdir()
-        if (match := STEP_DIR_PATTERN.match(entry.name)) and (entry / "state.json").is_file()
-    ]
-    return max(steps)[1] if steps else None

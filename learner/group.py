@@ -35,11 +35,12 @@ from transformers.utils import logging as transformers_logging
 
 from learner.advantages import AdvantageConfig, group_advantages
 from learner.batch import TrainBatch, check_trajectory, collate, split_evenly, token_logprobs
-from learner.checkpoint import CheckpointState, capture_rng_state, load_checkpoint, save_checkpoint
+from learner.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss, sft_loss
 from learner.optimizer import LossFn, OptimizerConfig, build_optimizer, micro_batches, optimizer_step
 from learner.weight_sync import sync_through_object_store
 from rollout.engine import EngineConfig
+from rollout.models.checkpoints import CheckpointState
 from rollout.data.trajectory import Trajectory
 
 # Metrics that are shares of a sum (add them over micro-batches and ranks); all others are means over

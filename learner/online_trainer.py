@@ -14,7 +14,7 @@ update starts from the current weights (ratio 1) and the importance weights are 
 
 One PolicyTrainer actor serves an application (all its replicas), so updates and checkpoint loads happen one
 at a time and every new version reaches the engine in order. The service reaches it only through its actor
-handle (serve imports nothing from learner), and asks it for checkpoint facts too (`describe_checkpoint`).
+handle (serve imports nothing from learner); checkpoint facts it reads itself (rollout.models.checkpoints).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from transformers import AutoModelForCausalLM
 
 from learner.advantages import weighted_advantages
 from learner.batch import TrainBatch, token_logprobs
-from learner.checkpoint import latest_checkpoint, read_checkpoint_state
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss
 from learner.optimizer import OptimizerConfig, build_optimizer, micro_batches, optimizer_step
 from learner.weight_sync import sync_through_object_store
@@ -56,24 +55,6 @@ def normalise_importance_weights(weights: Sequence[float | None]) -> list[float]
     return [w / mean for w in kept]
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """The model directory to load: the model/ of a learner checkpoint, of the newest checkpoint of a run
-    directory, or `path` itself. A run directory is tried before a model directory: its config.json is the
-    training config, not a model's."""
-    path = Path(path).expanduser().resolve()
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    latest = latest_checkpoint(path)
-    if latest is not None:
-        return latest / "model"
-    if (path / "config.json").is_file():
-        return path
-    raise FileNotFoundError(
-        f"{path}: not a model directory (config.json), a checkpoint (model/config.json) or a run directory "
-        "with checkpoints"
-    )
-
-
 class PolicyTrainer:
     """A plain class; start_policy_trainer makes it a Ray actor. Holds the engine it trains for; the model
     copy is loaded on the first update or checkpoint load."""
@@ -89,22 +70,6 @@ class PolicyTrainer:
 
     def get_engine(self) -> Any:
         return self.engine
-
-    def describe_checkpoint(self, path: str, policy_version: int | None = None) -> dict[str, Any]:
-        """{"checkpoint": model directory, "policy_version", "checkpoint_step"} for a checkpoint, model or run
-        directory (its newest checkpoint). The version defaults to the checkpoint's (0 for a bare model
-        directory); the step is the learner's optimizer step (None for a bare model directory)."""
-        model_dir = resolve_model_dir(path)
-        try:
-            state = read_checkpoint_state(model_dir.parent)
-            version, step = state.policy_version, state.step
-        except FileNotFoundError:
-            version, step = 0, None
-        return {
-            "checkpoint": str(model_dir),
-            "policy_version": version if policy_version is None else policy_version,
-            "checkpoint_step": step,
-        }
 
     def _load(self, model_dir: str) -> None:
         # Eval mode: dropout off, so the scored pass equals the engine's forward pass.

@@ -284,6 +284,7 @@ def evaluate_baseline(checkpoint: str | Path, personas: int, seed: int = 0, max_
     return evaluate(
         "persona", f"rllib:{checkpoint}", personas, seed=seed,
         harness_kwargs={"split": "heldout", "max_observations": max_observations},
+        agent=RLlibDeltaPolicy.load(checkpoint),
     )
 
 

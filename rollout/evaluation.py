@@ -12,7 +12,6 @@ the harness refuses) uses up a turn as an observation would, and the episode end
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from statistics import fmean
@@ -23,10 +22,6 @@ from rollout.harnesses.experts import Policy
 from rollout.harnesses.registry import make_harness, make_policy
 from rollout.data.trajectory import Trajectory
 from rollout.worker import RolloutCoordinator, evaluation_requests
-
-# Trained policies loaded from a path: "KIND:PATH" -> the loader "module:attribute" called with PATH. Named as
-# strings, so rollout imports nothing of the packages that train them.
-CHECKPOINT_POLICIES: dict[str, str] = {"rllib": "learner.rllib_baseline:RLlibDeltaPolicy.load"}
 
 # Refused actions cost no step, so a policy that repeats one forever would never end its episode.
 MAX_CONSECUTIVE_REFUSALS = 10
@@ -61,14 +56,20 @@ class _Episode:
 
 
 def evaluate(
-    harness: str, policy: str, episodes: int, seed: int = 0, harness_kwargs: dict[str, Any] | None = None
+    harness: str,
+    policy: str,
+    episodes: int,
+    seed: int = 0,
+    harness_kwargs: dict[str, Any] | None = None,
+    agent: Policy | None = None,
 ) -> EvalReport:
     """`harness_kwargs` go to the harness constructor, e.g. {"split": "heldout"} for persona. `policy` is a
-    registered name, "module:Factory", or "KIND:PATH" for a trained policy (CHECKPOINT_POLICIES)."""
+    registered name or "module:Factory"; or, with `agent` (a trained policy the caller loaded, e.g. the RLlib
+    baseline: cluster.evaluation loads "rllib:PATH"), only the report's name for it."""
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     environment = make_harness(harness, **(harness_kwargs or {}))
-    agent = load_checkpoint_policy(policy) or make_policy(harness, policy)
+    agent = agent or make_policy(harness, policy)
 
     async def play_all() -> list[_Episode]:
         return [await _play(environment, agent, seed + i) for i in range(episodes)]
@@ -129,21 +130,6 @@ def _report(harness: str, policy: str, seed: int, played: list[_Episode]) -> Eva
         mean_steps=fmean(e.steps for e in played),
         metrics=metrics,
     )
-
-
-def load_checkpoint_policy(policy: str) -> Policy | None:
-    """The trained policy a "KIND:PATH" spec names (e.g. "rllib:runs/persona-baseline/checkpoint"), or None when
-    `policy` is not of that form. Serve can load the same policies through it."""
-    kind, _, path = policy.partition(":")
-    if kind not in CHECKPOINT_POLICIES:
-        return None
-    if not path:
-        raise ValueError(f"policy {policy!r}: name the checkpoint, e.g. {kind}:runs/persona-baseline/checkpoint")
-    module_name, _, attribute = CHECKPOINT_POLICIES[kind].partition(":")
-    loader: Any = importlib.import_module(module_name)
-    for name in attribute.split("."):
-        loader = getattr(loader, name)
-    return loader(path)
 
 
 async def _play(harness: BaseHarness, policy: Policy, seed: int) -> _Episode:

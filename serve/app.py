@@ -9,15 +9,15 @@
 Policy "llm": the served model reads the persona harness's prompt and writes an apply_delta call
 (rollout.harnesses.persona.policy_format); a reply that cannot be used, a prompt that does not fit, or a failed engine falls back to the
 persona expert and says so in `reasoning`, never a 500. Policy "expert": the persona expert answers. Policy
-"rllib": the PPO baseline's checkpoint (`terrarium baseline`) answers, loaded through rollout.evaluation's
-"rllib:PATH" loader; it is trained offline, so /train refuses it. RustyWorm's request does not say how many
+"rllib": the PPO baseline's checkpoint (`terrarium baseline`) answers, loaded by whoever starts the service
+(cluster.serve_command) and handed to build_app; it is trained offline, so /train refuses it. RustyWorm's request does not say how many
 observations of the target came before, so the PPO policy reads every request as the target's first
 observation (observations_used 0, as at the start of a training episode).
 
 For policy "llm", every replica of an application shares one PolicyTrainer actor (learner.online_trainer),
 which holds the engine: /train updates and published checkpoints reach the one engine in order. This package
 imports nothing from learner: whoever starts the service (cluster.serve_command, a test) starts that actor and
-hands its handle to build_app/run, and checkpoint facts come from the actor's describe_checkpoint. The published
+hands its handle to build_app/run; checkpoint facts are read here (rollout.models.checkpoints). The published
 checkpoint is the deployment's user_config; `publish` changes it and Serve reconfigures the running replicas
 in place (no restart, requests in flight finish; the engine holds new requests while it swaps weights).
 
@@ -47,8 +47,8 @@ from transformers import AutoTokenizer
 
 from rollout.chat import ChatRenderer
 from rollout.engine import SamplingConfig
-from rollout.evaluation import load_checkpoint_policy
 from rollout.harnesses.tools import ActionParseError
+from rollout.models.checkpoints import describe_checkpoint
 from rollout.models.source import resolve_model_path
 from rollout.harnesses.persona import estimator
 from rollout.harnesses.persona.models import EvolutionTrajectory
@@ -335,45 +335,44 @@ def _application(build: ServiceBuild, release: PublishedPolicy) -> Application:
     return PolicyService.options(**options).bind(build)
 
 
-def _describe_checkpoint(trainer: Any, checkpoint: str | Path, policy_version: int | None) -> PublishedPolicy:
-    """The user_config serving `checkpoint` (a checkpoint, model or run directory), from the trainer actor,
-    which knows the learner's checkpoint layout; ValueError when there is nothing to load."""
+def _describe_checkpoint(checkpoint: str | Path, policy_version: int | None) -> PublishedPolicy:
+    """The user_config serving `checkpoint` (a checkpoint, model or run directory); ValueError when there is
+    nothing to load."""
     try:
-        facts = ray.get(trainer.describe_checkpoint.remote(str(checkpoint), policy_version))
-    except FileNotFoundError as exc:  # raised in the actor: Ray's error is also a FileNotFoundError
-        raise ValueError(str(getattr(exc, "cause", exc))) from None
-    return PublishedPolicy.model_validate(facts)
+        return PublishedPolicy.model_validate(describe_checkpoint(checkpoint, policy_version))
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
 
 
-def build_app(config: ServeConfig, trainer: Any | None = None) -> Application:
+def build_app(config: ServeConfig, trainer: Any | None = None, delta_policy: Any | None = None) -> Application:
     """The application for `config`. `trainer`: the learner's PolicyTrainer actor handle (it holds the engine),
     required for policy "llm" and refused for the others. Policy llm serves config.checkpoint or the newest
-    checkpoint of config.run_dir from the start, else the engine's own weights; policy rllib loads the RLlib
-    checkpoint config.checkpoint here (a ValueError when it is not one) and hands it to the replicas. Needs a
-    connected Ray."""
+    checkpoint of config.run_dir from the start, else the engine's own weights. `delta_policy`: for policy
+    rllib, config.checkpoint's policy as the caller loaded it (predict(profile, observation,
+    observations_used)), handed to the replicas. Needs a connected Ray."""
     if (config.policy == "llm") != (trainer is not None):
         raise ValueError(
             "policy 'llm' needs a PolicyTrainer actor (learner.online_trainer.start_policy_trainer) and policies "
             f"'expert' and 'rllib' take none; got policy {config.policy!r} with trainer {trainer!r}"
         )
-    engine = model_path = delta_policy = None
-    if config.policy == "rllib":
-        delta_policy = load_checkpoint_policy(f"rllib:{config.checkpoint}")
+    if (config.policy == "rllib") != (delta_policy is not None):
+        raise ValueError("policy 'rllib' needs its loaded checkpoint policy (delta_policy), and only it takes one")
+    engine = model_path = None
     release = PublishedPolicy()
     if trainer is not None:
         engine = ray.get(trainer.get_engine.remote())
         model_path = str(resolve_model_path(config.model))
         if config.initial_weights is not None:
-            release = _describe_checkpoint(trainer, config.initial_weights, None)
+            release = _describe_checkpoint(config.initial_weights, None)
     return _application(ServiceBuild(config, trainer, engine, model_path, _api_key(config), delta_policy), release)
 
 
-def run(config: ServeConfig, trainer: Any | None = None) -> str:
+def run(config: ServeConfig, trainer: Any | None = None, delta_policy: Any | None = None) -> str:
     """Deploy `config` on Serve's HTTP proxy at http://{host}:{port}{route_prefix} (127.0.0.1:8888 by default)
     and return that URL; the app keeps serving until it is deleted or its trainer's owner exits. Needs a
     connected Ray; a Serve instance already running keeps its own host and port."""
     serve.start(http_options={"host": config.host, "port": config.port})
-    serve.run(build_app(config, trainer), name=config.app_name, route_prefix=config.route_prefix)
+    serve.run(build_app(config, trainer, delta_policy), name=config.app_name, route_prefix=config.route_prefix)
     return f"http://{config.host}:{config.port}{config.route_prefix}"
 
 
@@ -395,7 +394,7 @@ def publish(
             config.app_name, build.config.policy,
         )
         return None
-    release = _describe_checkpoint(build.trainer, checkpoint, policy_version)
+    release = _describe_checkpoint(checkpoint, policy_version)
     serve.run(_application(build, release), name=config.app_name, route_prefix=build.config.route_prefix)
     logger.info("publish: %r now serves %s as version %d", config.app_name, release.checkpoint, release.policy_version)
     return release

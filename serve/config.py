@@ -14,7 +14,7 @@ from rollout.models.source import ModelConfig
 from rollout.data.store import StoreConfig
 
 # llm: the served model writes the delta; expert: the persona expert; rllib: a PPO checkpoint of
-# `terrarium baseline` (learner.rllib_baseline), loaded through rollout.evaluation.load_checkpoint_policy.
+# `terrarium baseline`, loaded by cluster.serve_command (cluster.evaluation.load_checkpoint_policy) and handed in.
 PolicyKind = Literal["llm", "expert", "rllib"]
 
 
@@ -88,8 +88,8 @@ class ServeConfig(BaseModel):
 
 class PublishedPolicy(BaseModel):
     """The deployment's user_config: which weights the engine serves. Changing it reconfigures the replicas in
-    place (serve.app.publish); `checkpoint` None keeps the weights the engine started with. Built from the
-    trainer actor's describe_checkpoint, which knows the learner's checkpoint layout."""
+    place (serve.app.publish); `checkpoint` None keeps the weights the engine started with. Built from
+    rollout.models.checkpoints.describe_checkpoint (the checkpoint layout)."""
 
     model_config = ConfigDict(extra="forbid")
 

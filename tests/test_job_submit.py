@@ -29,7 +29,7 @@ import pytest
 
 from cluster.metrics import read_metrics
 from cluster.status import read_status
-from learner.checkpoint import latest_checkpoint, read_checkpoint_state
+from rollout.models.checkpoints import latest_checkpoint, read_checkpoint_state
 from rollout.data.store import ParquetTrajectoryStore
 
 REPO = Path(__file__).parent.parent

@@ -12,10 +12,11 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from learner.advantages import AdvantageConfig
 from learner.batch import collate, split_evenly, token_logprobs
-from learner.checkpoint import CheckpointState, latest_checkpoint, load_checkpoint, save_checkpoint
+from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.group import LearnerConfig, LearnerGroup
 from learner.losses import PolicyLossConfig
 from rollout.data.trajectory import Trajectory
+from rollout.models.checkpoints import CheckpointState, latest_checkpoint
 
 VOCAB = 300
 

@@ -9,7 +9,7 @@ import pytest
 
 from cluster.cli import main
 from cluster.evaluation import evaluate_policy
-from learner.online_trainer import resolve_model_dir
+from rollout.models.checkpoints import resolve_model_dir
 from rollout.engine import SamplingConfig
 from rollout.evaluation import evaluate, evaluate_on_engines
 from rollout.harnesses.persona.analysis import convergence

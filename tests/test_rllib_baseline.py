@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from cluster.config import ConfigError, load_config
+from cluster.evaluation import evaluate_policy
 from learner.rllib_baseline import REPORT_FILE, BaselineConfig, BaselineFile, RLlibDeltaPolicy, run_baseline
-from rollout.evaluation import evaluate
 from rollout.harnesses.persona.harness import PersonaHarness
 from rollout.harnesses.persona.models import PersonalityDelta, apply_correction
 from rollout.harnesses.persona.profiles import AXES, builtin_profiles
@@ -96,7 +96,7 @@ def test_policy_reads_the_same_numbers_as_the_training_environment(baseline_run)
 
 def test_terrarium_eval_runs_the_checkpoint_policy(baseline_run):
     _, report, _ = baseline_run
-    result = evaluate("persona", f"rllib:{report.checkpoint}", 3, harness_kwargs={"split": "heldout"})
+    result = evaluate_policy("persona", f"rllib:{report.checkpoint}", 3, harness_kwargs={"split": "heldout"})
     assert result.episodes == 3 and result.metrics["refused_per_episode"] == 0
     assert result.metrics.get("status_completed", 0) + result.metrics.get("status_failed", 0) == 1.0
 
@@ -105,4 +105,4 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="not a persona baseline checkpoint"):
         RLlibDeltaPolicy.load(tmp_path)
     with pytest.raises(ValueError, match="name the checkpoint"):
-        evaluate("persona", "rllib:", 1)
+        evaluate_policy("persona", "rllib:", 1)

@@ -285,7 +285,7 @@ def test_rllib_policy_needs_exactly_a_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="policy 'rllib' serves one RLlib checkpoint"):
         ServeConfig(policy="rllib", run_dir=str(tmp_path))
     with pytest.raises(ValueError, match="not a persona baseline checkpoint"):
-        build_app(ServeConfig(policy="rllib", checkpoint=str(tmp_path)))
+        start_service(ServeCommandConfig(policy="rllib", checkpoint=str(tmp_path)))  # loaded before any Ray
 
 
 # ---- the service over HTTP ------------------------------------------------------------------------------

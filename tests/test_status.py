@@ -9,7 +9,8 @@ from cluster.cli import main
 from cluster.config import load_config
 from cluster.metrics import MetricsLog
 from cluster.status import find_run_dir, read_status
-from learner.checkpoint import CheckpointState, capture_rng_state, checkpoint_dir, save_checkpoint
+from learner.checkpoint import capture_rng_state, save_checkpoint
+from rollout.models.checkpoints import CheckpointState, checkpoint_dir
 
 
 def write_checkpoint(run_dir, model_dir, policy_version: int, optimizer_steps: int) -> None:

@@ -15,9 +15,9 @@ from cluster.config import load_config
 from cluster.metrics import read_metrics
 from cluster.status import read_status
 from cluster.train import RAY_JOB_ENV_VAR, train
-from learner.checkpoint import latest_checkpoint, read_checkpoint_state
 from learner.losses import rl_loss
 from rollout.data.store import ParquetTrajectoryStore
+from rollout.models.checkpoints import latest_checkpoint, read_checkpoint_state
 
 OVERRIDES = [
     "train.steps=2", "train.checkpoint_every=1", "train.eval_episodes=4", "train.sft.episodes=8",
@@ -79,6 +79,16 @@ def test_train_runs_checkpoints_and_resumes_without_repeating_steps(ray_session,
     assert len(store.read(config.run_name)) == 8  # replayed episodes were not stored twice
     assert read_checkpoint_state(latest_checkpoint(run_dir)).data_position == {"train_step": 2}
     assert read_status(run_dir).finished
+
+    # The newest checkpoint is damaged on disk (an empty state.json): the rerun warns, resumes from step 1's
+    # checkpoint and does step 2 once more, neither repeating step 1 nor skipping step 2.
+    (latest_checkpoint(run_dir) / "state.json").write_text("")
+    assert latest_checkpoint(run_dir).name == "version_00000001"
+    train(config)
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records if r["phase"] == "train"] == [1, 2, 2, 2]
+    assert len(store.read(config.run_name)) == 8
+    assert read_checkpoint_state(latest_checkpoint(run_dir)).data_position == {"train_step": 2}
 
 
 def test_relative_output_dir_is_refused_in_a_ray_job(monkeypatch):
