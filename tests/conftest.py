@@ -1,7 +1,9 @@
 """Shared test fixtures: one local Ray cluster, one tiny model and one vLLM engine per test session.
 
 Starting vLLM costs tens of seconds on this machine, so tests share the engine; a test that changes the
-engine's weights puts the original ones back.
+engine's weights puts the original ones back. Every test that uses Ray (these fixtures, directly or through
+another fixture) is marked `ray` here; tests that start Ray or a cluster themselves carry the marker
+explicitly. `pytest -m "not ray"` runs the rest, with no Ray started.
 """
 
 from __future__ import annotations
@@ -14,6 +16,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+RAY_FIXTURES = {"ray_session", "engine"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture(scope="session")

@@ -105,6 +105,7 @@ def ray_head():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.ray  # starts its own Ray head (ray start) and submits a job to it
 def test_job_submit_trains_and_a_killed_driver_resumes(ray_head, tiny_model_dir, tmp_path):
     """A job killed (`ray job stop`: SIGTERM, then SIGKILL) once its first checkpoint landed; the same command
     submitted again resumes from the newest checkpoint and finishes, on the bundles the killed driver held."""

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from learner.advantages import AdvantageConfig
 from learner.batch import collate, split_evenly, token_logprobs
-from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
 from learner.group import LearnerConfig, LearnerGroup
 from learner.losses import PolicyLossConfig
 from rollout.data.trajectory import Trajectory
@@ -124,7 +124,7 @@ def test_checkpoint_roundtrip_and_atomic_write(model_dir, tmp_path):
     model(input_ids=torch.randint(0, VOCAB, (1, 5)), labels=torch.randint(0, VOCAB, (1, 5))).loss.backward()
     optimizer.step()
     random.seed(7)
-    saved_rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    saved_rng = capture_rng_state()  # tensors and plain tuples: rng.pt loads with weights_only=True
     state = CheckpointState(step=3, policy_version=2, data_position={"next_seed": 11})
     path = save_checkpoint(tmp_path, state, model, optimizer, [saved_rng], tokenizer_source=model_dir)
     assert latest_checkpoint(tmp_path) == path

@@ -6,10 +6,13 @@ from __future__ import annotations
 from statistics import fmean
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 from cluster.cli import main
 from cluster.evaluation import evaluate_policy
-from rollout.models.checkpoints import resolve_model_dir
+from learner.checkpoint import capture_rng_state, save_checkpoint
+from rollout.models.checkpoints import CheckpointState, resolve_model_dir
 from rollout.engine import SamplingConfig
 from rollout.evaluation import evaluate, evaluate_on_engines
 from rollout.harnesses.persona.analysis import convergence
@@ -60,12 +63,12 @@ def test_llm_policy_spec_is_checked_before_anything_starts(tmp_path, capsys):
     assert evaluate_policy("persona", "expert", 2, harness_kwargs=HELDOUT) == evaluate("persona", "expert", 2, 0, HELDOUT)
 
 
-def test_llm_weights_resolve_from_a_run_a_checkpoint_or_a_model_directory(tmp_path):
+def test_llm_weights_resolve_from_a_run_a_checkpoint_or_a_model_directory(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "persona"
-    for version in (4, 8):
-        (run_dir / "checkpoints" / f"version_{version:08d}" / "model").mkdir(parents=True)
-        (run_dir / "checkpoints" / f"version_{version:08d}" / "model" / "config.json").write_text("{}")
-        (run_dir / "checkpoints" / f"version_{version:08d}" / "state.json").write_text("{}")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    optimizer = torch.optim.AdamW(model.parameters())
+    for version in (4, 8):  # complete checkpoints: a damaged one would be skipped
+        save_checkpoint(run_dir, CheckpointState(version, version), model, optimizer, [capture_rng_state()])
     (run_dir / "config.json").write_text("{}")  # the training config terrarium train writes: not a model's
     newest = run_dir / "checkpoints" / "version_00000008" / "model"
     assert resolve_model_dir(run_dir) == newest
