@@ -113,7 +113,3 @@ class NcclWeightSender:
     def send(self, policy_version: int) -> None:
         self.client.pending_version = policy_version
         self._bounded(self.transfer.send_weights, f"NCCL broadcast of policy version {policy_version}")
-
-    def shutdown(self) -> None:
-        self.transfer.shutdown()
-        self._thread.shutdown(wait=False)

@@ -1,10 +1,11 @@
 """The harness rules (number_guess, text_adventure, the base class's limits), the experts, the registry and
-the evaluation. Each test pins one rule of shared/reference/terrarium.md or one fixed defect of the original."""
+the evaluation. Each test pins one rule of the original terrarium-agent or one fixed defect of it."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import random
 from typing import Any
 
@@ -309,7 +310,7 @@ def test_same_seed_same_episode():
     def transcript(seed: int) -> list[str]:
         harness = TextAdventureHarness()
         actions = [NUMERIC_ACTIONS[i] for i in random.Random(5).choices(range(len(NUMERIC_ACTIONS)), k=30)]
-        return [r.observation.to_json() for r in asyncio.run(play(harness, actions, seed=seed))]
+        return [json.dumps(r.observation.to_dict(), default=str) for r in asyncio.run(play(harness, actions, seed=seed))]
 
     assert transcript(1) == transcript(1)
     assert transcript(1) == transcript(2)  # documented: the seed changes nothing in this harness

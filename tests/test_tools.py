@@ -1,64 +1,32 @@
-"""The tool adapter: OpenAI tool schemas, parsing replies into actions, the canonical tool-call text, and
-dispatching calls across several harnesses."""
+"""Harness actions as tools: their JSON schemas, parsing replies into actions, the canonical tool-call text."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import random
 import string
-from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
-from rollout.harnesses.base import ActionDefinition, ActionResult, BaseHarness, Observation
 from rollout.harnesses.number_guess import NumberGuessHarness
 from rollout.harnesses.text_adventure import NUMERIC_ACTIONS, TextAdventureHarness
-from rollout.harnesses.tools import (
-    Action,
-    ActionParseError,
-    HarnessToolAdapter,
-    format_action,
-    openai_tools,
-    parse_action,
-)
+from rollout.harnesses.tools import Action, ActionParseError, format_action, parse_action
 
 GUESS = NumberGuessHarness().get_action_space()
 ADVENTURE = TextAdventureHarness().get_action_space()
-
-
-class EchoHarness(BaseHarness):
-    """Actions with underscores in their names and a parameter called "action"."""
-
-    def __init__(self, name: str, actions: list[str]) -> None:
-        super().__init__(name, "echo")
-        self.actions = actions
-
-    def get_action_space(self) -> list[ActionDefinition]:
-        return [ActionDefinition(a, "echo", {"action": {"type": "string"}}) for a in self.actions]
-
-    async def _reset(self, rng) -> Observation:
-        return Observation(content="ready")
-
-    async def _step(self, action: str, params: dict[str, Any]) -> ActionResult:
-        return ActionResult(success=True, observation=Observation(content=f"{self.name}:{action}:{params['action']}"))
 
 
 # --- schemas ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("actions", [GUESS, ADVENTURE], ids=["number_guess", "text_adventure"])
-def test_openai_tools_have_valid_json_schemas(actions):
-    tools = openai_tools(actions)
-    assert [t["function"]["name"] for t in tools] == [a.name for a in actions]
-    for tool in tools:
-        assert tool["type"] == "function"
-        Draft202012Validator.check_schema(tool["function"]["parameters"])
+def test_actions_have_valid_json_schemas(actions):
+    for action in actions:
+        Draft202012Validator.check_schema(action.json_schema())
 
 
 def test_guess_schema_refuses_out_of_range_numbers():
-    validator = Draft202012Validator(openai_tools(GUESS)[0]["function"]["parameters"])
+    validator = Draft202012Validator(GUESS[0].json_schema())
     assert validator.is_valid({"number": 1}) and validator.is_valid({"number": 100})
     assert not validator.is_valid({"number": 0}) and not validator.is_valid({"number": 101})
 
@@ -160,96 +128,3 @@ def test_format_then_parse_round_trips():
     assert format_action(Action("guess", {"number": 50})) == (
         '<tool_call>{"name": "guess", "arguments": {"number": 50}}</tool_call>'
     )
-
-
-# --- HarnessToolAdapter ----------------------------------------------------------------------------------
-
-
-def adapter() -> HarnessToolAdapter:
-    return HarnessToolAdapter({"number_guess": NumberGuessHarness(), "text_adventure": TextAdventureHarness()})
-
-
-def test_adapter_tools_are_valid_and_named_by_harness_and_action():
-    tools = adapter().tools()
-    names = [t["function"]["name"] for t in tools]
-    assert names == [
-        "number_guess__reset", "number_guess__observe", "number_guess__guess",
-        "text_adventure__reset", "text_adventure__observe", "text_adventure__go", "text_adventure__take",
-        "text_adventure__inventory",
-    ]
-    for tool in tools:
-        Draft202012Validator.check_schema(tool["function"]["parameters"])
-
-
-def test_adapter_plays_an_episode_by_tool_calls():
-    tools = adapter()
-
-    async def episode() -> list[Observation]:
-        return [
-            await tools.call("number_guess__reset", {"seed": 3}),
-            await tools.call("number_guess__guess", '{"number": 50}'),  # OpenAI passes a JSON string
-            await tools.call("number_guess__observe"),
-            await tools.call("text_adventure__reset", {}),
-            await tools.call("text_adventure__go", {"direction": "north"}),
-        ]
-
-    reset, guessed, observed, adventure, moved = asyncio.run(episode())
-    assert "between 1 and 100" in reset.content
-    assert guessed.metadata["guess"] == 50 and guessed.metadata["step"] == 1
-    assert observed is guessed
-    assert "stone chamber" in adventure.content and moved.metadata["room"] == "hallway"
-    assert tools.harnesses["number_guess"].current_step == 1
-
-
-@pytest.mark.parametrize(
-    "name,arguments,message",
-    [
-        ("number_guess_reset", {}, "unknown tool 'number_guess_reset'"),  # the original split this at "_"
-        ("harness_number_guess_reset", {}, "unknown tool"),
-        ("number_guess__guess", "{not json", "not valid JSON"),
-        ("number_guess__guess", "[" * 100_000, "not valid JSON"),
-        ("number_guess__guess", [50], "must be a JSON object, got list"),
-        ("number_guess__guess", {"number": 500}, "invalid arguments"),
-        ("number_guess__guess", {"guess": 5}, "invalid arguments"),
-        ("number_guess__reset", {"seed": "x"}, "optional integer seed"),
-        ("number_guess__reset", {"seed": True}, "optional integer seed"),
-        ("number_guess__observe", {"x": 1}, "takes no arguments"),
-    ],
-)
-def test_adapter_answers_a_malformed_call_with_an_error_observation(name, arguments, message):
-    tools = adapter()
-    asyncio.run(tools.call("number_guess__reset", {"seed": 0}))
-    observation = asyncio.run(tools.call(name, arguments))
-    assert observation.content.startswith("Error:") and message in observation.content
-    assert tools.harnesses["number_guess"].current_step == 0
-
-
-def test_adapter_observe_before_reset_is_an_error_observation():
-    observation = asyncio.run(adapter().call("number_guess__observe"))
-    assert "reset" in observation.metadata["error"]
-
-
-def test_adapter_dispatches_exact_names_containing_underscores():
-    tools = HarnessToolAdapter({"a_b": EchoHarness("a_b", ["c"]), "a": EchoHarness("a", ["b_c", "reset_board"])})
-
-    async def calls() -> list[str]:
-        await tools.call("a_b__reset")
-        await tools.call("a__reset")
-        return [
-            (await tools.call("a_b__c", {"action": "x"})).content,
-            (await tools.call("a__b_c", {"action": "y"})).content,
-            (await tools.call("a__reset_board", {"action": "z"})).content,
-        ]
-
-    assert asyncio.run(calls()) == ["a_b:c:x", "a:b_c:y", "a:reset_board:z"]
-
-
-def test_adapter_refuses_colliding_tool_names():
-    with pytest.raises(ValueError, match="'a__b__c' is used twice"):
-        HarnessToolAdapter({"a": EchoHarness("a", ["b__c"]), "a__b": EchoHarness("a__b", ["c"])})
-
-
-def test_adapter_tool_arguments_round_trip_through_json():
-    tool = adapter().tools()[2]["function"]
-    validator = Draft202012Validator(tool["parameters"])
-    assert validator.is_valid(json.loads('{"number": 42}')) and not validator.is_valid({})

@@ -1,6 +1,6 @@
 """The Terrarium harness interface: an async episode with reset/step/reward.
 
-Follows the original terrarium-agent interface (shared/reference/terrarium.md) with its defects fixed:
+Follows the original terrarium-agent harness interface with its defects fixed:
 the base class enforces max_steps and timeout_seconds, validates every action against that action's JSON
 Schema before the harness sees it, and turns a harness exception into an episode that ends with status
 "error" instead of a crashed worker. Resets are seeded: the same seed gives the same episode, which GRPO
@@ -9,7 +9,6 @@ groups depend on.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from abc import ABC, abstractmethod
@@ -60,9 +59,6 @@ class Observation:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), default=str)
 
 
 @dataclass
@@ -135,9 +131,6 @@ class BaseHarness(ABC):
         """The actions available now."""
 
     # --- the interface -------------------------------------------------------------------------
-
-    async def initialize(self) -> bool:
-        return True
 
     async def shutdown(self) -> None:
         return None

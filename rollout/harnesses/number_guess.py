@@ -1,6 +1,6 @@
 """Guess a secret number from 1 to 100 in at most 10 guesses, with "Too low"/"Too high" hints.
 
-Rules (shared/reference/terrarium.md): a correct k-th guess earns 100 - 5k (95 on the first try, 50 on the
+Rules (the original terrarium-agent number_guess): a correct k-th guess earns 100 - 5k (95 on the first try, 50 on the
 tenth) and completes the episode; a wrong guess earns -1 and a hint; after 10 guesses the episode fails. A guess
 outside 1..100 or not an integer is refused by the base class and costs no guess.
 

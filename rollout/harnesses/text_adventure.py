@@ -1,6 +1,6 @@
 """A four-room text adventure: find the key in the library, unlock the treasure room, take the treasure.
 
-Rules (shared/reference/terrarium.md), with the original's defects fixed: entering a room earns +5 only the
+Rules (the original terrarium-agent text_adventure), with its defects fixed: entering a room earns +5 only the
 first time (no farming by walking back and forth), taking the key +10, taking the treasure +100 and completes
 the episode; entering the treasure room with the key unlocks it; 50 steps at most, then the episode fails.
 The best path is 6 steps (north, north, take key, south, east, take treasure) for 125 reward.

@@ -1,5 +1,5 @@
-"""Harness actions as LLM tools: OpenAI tool schemas, parsing a model's reply into an action, and the
-canonical tool-call text the expert demonstrations use.
+"""Harness actions as LLM tools: parsing a model's reply into an action, and the canonical tool-call text the
+expert demonstrations use (each action's JSON Schema is ActionDefinition.json_schema).
 
 A reply is either a Hermes/Qwen tool call, `<tool_call>{"name": "guess", "arguments": {"number": 50}}</tool_call>`
 (or the bare JSON object), or a plain command, `guess 50`. Parsing checks the form (one known action, the
@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollout.harnesses.base import ActionDefinition, BaseHarness, Observation
+from rollout.harnesses.base import ActionDefinition
 
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
 
@@ -27,11 +27,6 @@ class ActionParseError(ValueError):
 class Action:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
-
-
-def openai_tools(actions: list[ActionDefinition]) -> list[dict[str, Any]]:
-    """The `tools` argument of an OpenAI-style chat completion, one function per action."""
-    return [_tool(a.name, a.description, a.json_schema()) for a in actions]
 
 
 def format_action(action: Action) -> str:
@@ -140,89 +135,3 @@ def _wrong_parameters(definition: ActionDefinition, missing: list[str], unknown:
 
 def _example(definition: ActionDefinition) -> str:
     return " ".join([definition.name] + [f"<{p}>" for p in definition.parameters])
-
-
-@dataclass(frozen=True)
-class _Route:
-    harness: str
-    kind: str  # "reset", "observe" or "action"
-    action: str = ""
-
-
-class HarnessToolAdapter:
-    """Several harnesses as one flat tool list for an agent runtime.
-
-    Tool names are `<harness>__reset`, `<harness>__observe` and `<harness>__<action>`; a call is dispatched by
-    exact lookup of the whole name (names may contain underscores). Dispatch never raises: a malformed call
-    comes back as an error observation.
-    """
-
-    def __init__(self, harnesses: dict[str, BaseHarness]) -> None:
-        self.harnesses = harnesses
-        self._routes()  # fail at construction on colliding names
-
-    def tools(self) -> list[dict[str, Any]]:
-        seed = {"seed": {"type": "integer", "description": "same seed, same episode"}}
-        tools: list[dict[str, Any]] = []
-        for key, harness in self.harnesses.items():
-            tools.append(_tool(f"{key}__reset", f"Start a new {key} episode. {harness.description}", _object(seed)))
-            tools.append(_tool(f"{key}__observe", f"The current {key} observation.", _object({})))
-            for action in harness.get_action_space():
-                tools.append(_tool(f"{key}__{action.name}", f"[{key}] {action.description}", action.json_schema()))
-        return tools
-
-    async def call(self, tool_name: str, arguments: dict[str, Any] | str | None = None) -> Observation:
-        """Run one tool call; `arguments` may be the JSON string of an OpenAI tool call."""
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments) if arguments.strip() else {}
-            except (json.JSONDecodeError, RecursionError) as exc:
-                return _error(f"arguments of {tool_name!r} are not valid JSON: {exc}")
-        arguments = {} if arguments is None else arguments
-        if not isinstance(arguments, dict):
-            return _error(f"arguments of {tool_name!r} must be a JSON object, got {type(arguments).__name__}")
-        route = self._routes().get(tool_name)
-        if route is None:
-            return _error(f"unknown tool {tool_name!r}; available: {', '.join(self._routes())}")
-        harness = self.harnesses[route.harness]
-        if route.kind == "reset":
-            seed = arguments.get("seed")
-            seed_ok = seed is None or (isinstance(seed, int) and not isinstance(seed, bool))
-            if set(arguments) - {"seed"} or not seed_ok:
-                return _error(f"{tool_name} takes only an optional integer seed, got {arguments!r}")
-            try:
-                return await harness.reset(seed)
-            except Exception as exc:  # a harness bug must not crash the agent runtime
-                return _error(f"{tool_name} failed: {type(exc).__name__}: {exc}")
-        if route.kind == "observe":
-            if arguments:
-                return _error(f"{tool_name} takes no arguments, got {arguments!r}")
-            try:
-                return await harness.get_observation()
-            except RuntimeError as exc:
-                return _error(str(exc))
-        return (await harness.step(route.action, **arguments)).observation
-
-    def _routes(self) -> dict[str, _Route]:
-        """Tool name -> what it does; rebuilt per call because a harness's action space may change."""
-        routes: dict[str, _Route] = {}
-        for key, harness in self.harnesses.items():
-            entries = [(f"{key}__reset", _Route(key, "reset")), (f"{key}__observe", _Route(key, "observe"))]
-            entries += [(f"{key}__{a.name}", _Route(key, "action", a.name)) for a in harness.get_action_space()]
-            for name, route in entries:
-                if name in routes:
-                    raise ValueError(f"tool name {name!r} is used twice; rename the harness or the action")
-                routes[name] = route
-        return routes
-
-
-def _tool(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
-
-
-def _object(optional_properties: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": optional_properties, "required": [], "additionalProperties": False}
-
-
-def _error(message: str) -> Observation:
-    return Observation(content=f"Error: {message}", metadata={"error": message})
