@@ -49,7 +49,7 @@ def grpo_training_time(run_dir: str) -> tuple[float, str]:
         raise SystemExit(f"error: --llm {run_dir}: no timed GRPO steps in {Path(run_dir) / METRICS_FILE}")
     seconds = sum(r["step_s"] for r in steps)
     episodes = sum(r["episodes"] for r in steps)
-    replies = sum(r["episodes"] * r["turns_mean"] for r in steps)
+    replies = sum(r["episodes"] * r["mean_steps"] for r in steps)
     sft_s = sum(r["sft_s"] for r in records if r.get("phase") == "sft")
     note = (
         f"GRPO LLM training: {len(steps)} steps, {episodes} episodes, {replies:.0f} deltas in {seconds:.0f} s "
@@ -100,9 +100,9 @@ def main() -> None:
     for name, policy, seconds_per_100 in policies:
         report = evaluate_policy("persona", policy, args.personas, harness_kwargs=harness_kwargs, config=config)
         print(row(name, report, seconds_per_100), flush=True)
-        if "parse_failures_per_episode" in report.metrics:
+        if "parse_failure_rate" in report.metrics:
             notes.append(
-                f"{name}: {report.metrics['parse_failures_per_episode']:.2f} invalid replies per episode, "
+                f"{name}: {report.metrics['parse_failure_rate']:.3f} parse failures per turn, "
                 f"statuses {', '.join(f'{k[7:]} {v:.3f}' for k, v in report.metrics.items() if k.startswith('status_'))}"
             )
     for note in notes:

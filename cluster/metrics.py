@@ -55,7 +55,7 @@ def plot_curves(metrics_path: Path, out_path: Path) -> None:
         return
     steps = [r["step"] for r in records]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    axes[0].plot(steps, [r["reward_mean"] for r in records])
+    axes[0].plot(steps, [r["mean_reward"] for r in records])
     axes[0].set(title="mean episode reward", xlabel="step")
     axes[1].plot(steps, [r["success_rate"] for r in records], label="success")
     axes[1].plot(steps, [r["parse_failure_rate"] for r in records], label="parse failures / turn")

@@ -34,8 +34,8 @@ from rollout.engine import start_engines
 from rollout.models.checkpoints import latest_checkpoint
 from rollout.models.source import resolve_model_path
 from rollout.data.store import StoreConfig, open_store
-from rollout.data.trajectory import Trajectory
-from rollout.worker import RolloutCoordinator, evaluation_requests, group_requests
+from rollout.evaluation import episode_summary, evaluate_on_engines
+from rollout.worker import RolloutCoordinator, group_requests
 from serve.app import publish
 from serve.config import ServeConfig
 
@@ -48,29 +48,22 @@ def step_seeds(config: TerrariumConfig, step: int) -> list[int]:
     return [rng.randrange(HELDOUT_SEED_OFFSET) for _ in range(config.rollout.groups_per_step)]
 
 
-def episode_summary(trajectories: list[Trajectory]) -> dict[str, float]:
-    turns = sum(t.num_turns for t in trajectories)
-    return {
-        "reward_mean": fmean(t.total_reward for t in trajectories),
-        "success_rate": fmean(t.status == "completed" for t in trajectories),
-        "parse_failure_rate": sum(t.parse_failures for t in trajectories) / max(turns, 1),
-        "turns_mean": turns / len(trajectories),
-        "policy_tokens": float(sum(t.num_policy_tokens for t in trajectories)),
-        "error_episodes": float(sum(t.status == "error" for t in trajectories)),
-    }
-
-
 def evaluate(config: TerrariumConfig, coordinator: RolloutCoordinator, label: str) -> dict[str, float]:
-    """The current policy on held-out seeds, one episode each; eval_s is its wall time."""
+    """The current policy on held-out seeds, one episode each, through `terrarium eval`'s path; eval_s is its
+    wall time."""
     start = time.perf_counter()
-    requests = evaluation_requests(
-        config.run_name,
-        label,
+    report = evaluate_on_engines(
+        coordinator,
         config.rollout.harness,
-        [HELDOUT_SEED_OFFSET + i for i in range(config.train.eval_episodes)],
+        label,
+        config.train.eval_episodes,
+        HELDOUT_SEED_OFFSET,
         {**config.rollout.harness_kwargs, **config.train.eval_harness_kwargs},
+        run_id=config.run_name,
+        label=label,
     )
-    summary = episode_summary(coordinator.run(requests))
+    summary = {"success_rate": report.success_rate, "mean_reward": report.mean_reward, "mean_steps": report.mean_steps}
+    summary.update(report.metrics)
     return {**{f"eval_{key}": value for key, value in summary.items()}, "eval_s": time.perf_counter() - start}
 
 
@@ -183,7 +176,7 @@ def train_in_placement(
             record.update(evaluate(config, coordinator, f"step{step + 1}"))
         log.write(record)
         progress.set_postfix(
-            reward=f"{record['reward_mean']:.2f}", success=f"{record['success_rate']:.2f}",
+            reward=f"{record['mean_reward']:.2f}", success=f"{record['success_rate']:.2f}",
             parse_fail=f"{record['parse_failure_rate']:.2f}", sync_s=f"{sync_s:.2f}",
         )
 

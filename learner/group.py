@@ -358,7 +358,7 @@ class LearnerGroup:
             "num_trajectories_used": float(len(kept)),
             "num_groups": float(result.num_groups),
             "num_groups_dropped": float(result.num_dropped_groups),
-            "reward_mean": sum(t.total_reward for t in trajectories) / len(trajectories),
+            "mean_reward": sum(t.total_reward for t in trajectories) / len(trajectories),
             "advantage_abs_mean": sum(abs(advantages[i]) for i in kept) / len(kept) if kept else 0.0,
         }
         if not kept:  # every group was flat: nothing to learn, the policy stays as it is

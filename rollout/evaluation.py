@@ -7,6 +7,10 @@ policies evaluated with the same seed face the same episodes. `terrarium eval` p
 A language model's steps are its replies: a reply that is not a valid action (a parse failure, or arguments
 the harness refuses) uses up a turn as an observation would, and the episode ends after max_turns replies
 (status "truncated", not a success). Its reward is the episode's training reward (format penalties included).
+
+`episode_summary` names the figures of played episodes once, for training steps, `terrarium train`'s
+evaluations, `terrarium eval` and the benches: mean_reward, success_rate, mean_steps, and parse_failure_rate,
+counted per turn (per model reply).
 """
 
 from __future__ import annotations
@@ -77,6 +81,19 @@ def evaluate(
     return _report(harness, policy, seed, asyncio.run(play_all()))
 
 
+def episode_summary(trajectories: list[Trajectory]) -> dict[str, float]:
+    """The figures of played episodes under the names every report uses (module doc)."""
+    turns = sum(t.num_turns for t in trajectories)
+    return {
+        "mean_reward": fmean(t.total_reward for t in trajectories),
+        "success_rate": fmean(t.status == "completed" for t in trajectories),
+        "parse_failure_rate": sum(t.parse_failures for t in trajectories) / max(turns, 1),  # per turn
+        "mean_steps": turns / len(trajectories),
+        "policy_tokens": float(sum(t.num_policy_tokens for t in trajectories)),
+        "error_episodes": float(sum(t.status == "error" for t in trajectories)),
+    }
+
+
 def evaluate_on_engines(
     coordinator: RolloutCoordinator,
     harness: str,
@@ -84,15 +101,20 @@ def evaluate_on_engines(
     episodes: int,
     seed: int = 0,
     harness_kwargs: dict[str, Any] | None = None,
+    run_id: str = "eval",
+    label: str | None = None,
 ) -> EvalReport:
     """The language model behind `coordinator`'s engines, one episode per seed through the rollout workers
-    (the agent loop training uses); `policy` only names it in the report. Adds parse_failures_per_episode."""
+    (the agent loop training uses); `policy` only names it in the report. `run_id` and `label` (default: the
+    seed) name the episodes, and so their sampling seeds. Adds episode_summary's parse_failure_rate,
+    policy_tokens and error_episodes."""
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     seeds = [seed + i for i in range(episodes)]
-    trajectories = coordinator.run(evaluation_requests("eval", str(seed), harness, seeds, harness_kwargs or {}))
+    trajectories = coordinator.run(evaluation_requests(run_id, label or str(seed), harness, seeds, harness_kwargs or {}))
     report = _report(harness, policy, seed, [_from_trajectory(t) for t in trajectories])
-    report.metrics["parse_failures_per_episode"] = fmean(t.parse_failures for t in trajectories)
+    summary = episode_summary(trajectories)
+    report.metrics.update({key: summary[key] for key in ("parse_failure_rate", "policy_tokens", "error_episodes")})
     return report
 
 

@@ -40,7 +40,7 @@ def test_untrained_llm_spends_every_turn_on_invalid_replies_and_never_crashes(co
     assert report.success_rate == 0.0 and "mean_steps_success" not in report.metrics
     assert report.metrics["status_truncated"] == 1.0
     assert report.mean_steps == report.metrics["max_steps"] == MAX_TURNS
-    assert report.metrics["parse_failures_per_episode"] == report.metrics["refused_per_episode"] == MAX_TURNS
+    assert report.metrics["parse_failure_rate"] == 1.0 and report.metrics["refused_per_episode"] == MAX_TURNS
     assert report.metrics["mean_observations_used"] == 0.0
     # The harness's own figures, for the personas of seeds 4..6: the neutral profile was never moved.
     neutral = fmean(convergence(neutral_profile(), heldout_persona(seed + i)) for i in range(PERSONAS))

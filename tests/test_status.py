@@ -21,7 +21,7 @@ def write_checkpoint(run_dir, model_dir, policy_version: int, optimizer_steps: i
 
 
 def train_record(step: int, reward: float) -> dict:
-    return {"phase": "train", "step": step, "policy_version": step, "reward_mean": reward, "success_rate": 0.5}
+    return {"phase": "train", "step": step, "policy_version": step, "mean_reward": reward, "success_rate": 0.5}
 
 
 def test_status_follows_a_run_from_start_to_finish(tmp_path, tiny_model_dir, capsys):
@@ -42,7 +42,7 @@ def test_status_follows_a_run_from_start_to_finish(tmp_path, tiny_model_dir, cap
 
     status = read_status(find_run_dir("demo", tmp_path))
     assert (status.run_name, status.step, status.total_steps, status.finished) == ("demo", 2, 3, False)
-    assert status.last_train["reward_mean"] == 20.0
+    assert status.last_train["mean_reward"] == 20.0
     assert list(status.evals) == ["before", "after-sft"]
     assert [(c.policy_version, c.optimizer_steps) for c in status.checkpoints] == [(1, 1), (2, 2)]
     weights = (checkpoint_dir(run_dir, 2) / "model" / "model.safetensors").stat().st_size
