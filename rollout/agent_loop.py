@@ -76,7 +76,7 @@ class _Episode:
         if harness is not None:
             stats = harness.get_stats()
             self.metadata.update(harness_steps=stats.total_steps, figures=stats.figures())
-        return Trajectory(
+        return Trajectory.from_episode(
             episode_id=request.episode_id,
             run_id=request.run_id,
             step=request.step,
@@ -89,9 +89,7 @@ class _Episode:
             logprobs=self.logprobs,
             prompt_length=self.prompt_length,
             turn_rewards=self.turn_rewards,
-            total_reward=sum(self.turn_rewards),
             status=status,
-            num_turns=len(self.turn_rewards),
             parse_failures=self.parse_failures,
             timings=self.timings,
             metadata={"policy_versions": self.versions, **self.metadata},

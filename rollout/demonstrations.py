@@ -39,7 +39,7 @@ async def _demonstration(
             feedback = renderer.observation_ids(str(observation.content))
             token_ids += feedback
             loss_mask += [0] * len(feedback)
-    return Trajectory(
+    return Trajectory.from_episode(
         episode_id=f"{run_id}/demo/{harness_spec}/{seed}",
         run_id=run_id,
         step=-1,
@@ -49,12 +49,9 @@ async def _demonstration(
         policy_version=-1,
         token_ids=token_ids,
         loss_mask=loss_mask,
-        logprobs=[0.0] * len(token_ids),
         prompt_length=prompt_length,
         turn_rewards=rewards,
-        total_reward=sum(rewards),
         status=harness.status.value,
-        num_turns=len(rewards),
     )
 
 

@@ -245,7 +245,7 @@ class PolicyService:
         prompt = self.format.prompt_ids(trajectory.state, trajectory.observation)
         reply = self.format.reply_ids(trajectory.action, trajectory.state)
         tokens = prompt + reply
-        return Trajectory(
+        return Trajectory.from_episode(
             episode_id=trajectory.id,
             run_id=self.config.app_name,
             step=0,
@@ -255,12 +255,9 @@ class PolicyService:
             policy_version=-1,  # RustyWorm chose the action, not this model
             token_ids=tokens,
             loss_mask=[0] * len(prompt) + [1] * len(reply),
-            logprobs=[0.0] * len(tokens),
             prompt_length=len(prompt),
             turn_rewards=[trajectory.reward],
-            total_reward=trajectory.reward,
             status="completed",
-            num_turns=1,
         )
 
     @api.post("/v1/chat/completions", response_model=ChatCompletionResponse)

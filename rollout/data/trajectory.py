@@ -41,6 +41,50 @@ class Trajectory:
                 f"logprobs ({len(self.logprobs)}) must have the same length"
             )
 
+    @classmethod
+    def from_episode(
+        cls,
+        *,
+        episode_id: str,
+        run_id: str,
+        step: int,
+        group_id: str,
+        harness: str,
+        seed: int,
+        policy_version: int,
+        token_ids: list[int],
+        loss_mask: list[int],
+        prompt_length: int,
+        turn_rewards: list[float],
+        status: str,
+        logprobs: list[float] | None = None,
+        parse_failures: int = 0,
+        timings: dict[str, float] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Trajectory:
+        """The one way an episode becomes a record (agent loop, expert demonstrations, served /train): the
+        totals are derived from the turn rewards, and tokens nobody sampled (logprobs None) get logprob 0."""
+        return cls(
+            episode_id=episode_id,
+            run_id=run_id,
+            step=step,
+            group_id=group_id,
+            harness=harness,
+            seed=seed,
+            policy_version=policy_version,
+            token_ids=token_ids,
+            loss_mask=loss_mask,
+            logprobs=[0.0] * len(token_ids) if logprobs is None else logprobs,
+            prompt_length=prompt_length,
+            turn_rewards=turn_rewards,
+            total_reward=sum(turn_rewards),
+            status=status,
+            num_turns=len(turn_rewards),
+            parse_failures=parse_failures,
+            timings=timings if timings is not None else {},
+            metadata=metadata if metadata is not None else {},
+        )
+
     @property
     def num_policy_tokens(self) -> int:
         return sum(self.loss_mask)
