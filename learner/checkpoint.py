@@ -24,7 +24,7 @@ from rollout.models.checkpoints import (
     CheckpointState,
     check_checkpoint,
     checkpoint_dir,
-    fsync_dir,
+    fsync_path,
     fsync_tree,
 )
 
@@ -90,7 +90,7 @@ def save_checkpoint(
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.rename(temp, final)
-    fsync_dir(final.parent)
+    fsync_path(final.parent)
     return final
 
 

@@ -152,16 +152,12 @@ def fsync_tree(path: Path) -> None:
     visible is complete even after a power loss."""
     for directory, _, files in os.walk(path):
         for name in files:
-            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(directory))
+            fsync_path(Path(directory) / name)
+        fsync_path(Path(directory))
 
 
-def fsync_dir(path: Path) -> None:
-    """Flush a directory's entries (a rename into it)."""
+def fsync_path(path: Path) -> None:
+    """Flush a file's bytes, or a directory's entries (a rename into it), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
