@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import ray
@@ -36,6 +35,7 @@ from learner.losses import PolicyLossConfig, loss_denominator, rl_loss
 from learner.optimizer import OptimizerConfig, build_optimizer, micro_batches, optimizer_step
 from learner.weight_sync import sync_through_object_store
 from rollout.data.trajectory import Trajectory
+
 
 class OnlineTrainerConfig(OptimizerConfig):
     """The /train policy update: one AdamW step per request, with the learner's optimizer fields."""
