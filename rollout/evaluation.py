@@ -111,7 +111,8 @@ def evaluate_on_engines(
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     seeds = [seed + i for i in range(episodes)]
-    trajectories = coordinator.run(evaluation_requests(run_id, label or str(seed), harness, seeds, harness_kwargs or {}))
+    requests = evaluation_requests(run_id, label or str(seed), harness, seeds, harness_kwargs or {})
+    trajectories = coordinator.run(requests)
     report = _report(harness, policy, seed, [_from_trajectory(t) for t in trajectories])
     summary = episode_summary(trajectories)
     report.metrics.update({key: summary[key] for key in ("parse_failure_rate", "policy_tokens", "error_episodes")})

@@ -10,9 +10,9 @@ Policy "llm": the served model reads the persona harness's prompt and writes an 
 (rollout.harnesses.persona.policy_format); a reply that cannot be used, a prompt that does not fit, or a failed engine falls back to the
 persona expert and says so in `reasoning`, never a 500. Policy "expert": the persona expert answers. Policy
 "rllib": the PPO baseline's checkpoint (`terrarium baseline`) answers, loaded by whoever starts the service
-(cluster.serve_command) and handed to build_app; it is trained offline, so /train refuses it. RustyWorm's request does not say how many
-observations of the target came before, so the PPO policy reads every request as the target's first
-observation (observations_used 0, as at the start of a training episode).
+(cluster.serve_command) and handed to build_app; it is trained offline, so /train refuses it. RustyWorm's
+request does not say how many observations of the target came before, so the PPO policy reads every request
+as the target's first observation (observations_used 0, as at the start of a training episode).
 
 For policy "llm", every replica of an application shares one PolicyTrainer actor (learner.online_trainer),
 which holds the engine: /train updates and published checkpoints reach the one engine in order. This package

@@ -310,7 +310,8 @@ def test_same_seed_same_episode():
     def transcript(seed: int) -> list[str]:
         harness = TextAdventureHarness()
         actions = [NUMERIC_ACTIONS[i] for i in random.Random(5).choices(range(len(NUMERIC_ACTIONS)), k=30)]
-        return [json.dumps(r.observation.to_dict(), default=str) for r in asyncio.run(play(harness, actions, seed=seed))]
+        results = asyncio.run(play(harness, actions, seed=seed))
+        return [json.dumps(r.observation.to_dict(), default=str) for r in results]
 
     assert transcript(1) == transcript(1)
     assert transcript(1) == transcript(2)  # documented: the seed changes nothing in this harness
