@@ -237,6 +237,10 @@ def test_valid_reply_becomes_a_clamped_delta():
         '{"name": "apply_delta", "arguments": {"adjustments": [["humor", 0.1]], "confidence": 1}}',
         '{"name": "apply_delta", "arguments": {"adjustments": {}}}',
         "apply_delta humor 0.5",
+        # absurd numbers: a 309-digit integer overflowed float() (a 500); past 4,300 digits int() itself failed
+        '{"name": "apply_delta", "arguments": {"adjustments": {"humor": 1' + "0" * 308 + '}, "confidence": 1}}',
+        '{"name": "apply_delta", "arguments": {"adjustments": {"humor": 1}, "confidence": ' + "9" * 5000 + "}}",
+        '{"name": "apply_delta", "arguments": {"adjustments": {"humor": 1e400}, "confidence": 1}}',
     ],
 )
 def test_unusable_replies_are_refused(reply):
