@@ -310,7 +310,9 @@ class ParquetTrajectoryStore(TrajectoryStore):
             os.replace(path, target)
         except FileNotFoundError:  # another process moved it first
             return
-        logger.warning("trajectory store: moved unreadable %s to %s (%s: %s)", path, target, type(error).__name__, error)
+        logger.warning(
+            "trajectory store: moved unreadable %s to %s (%s: %s)", path, target, type(error).__name__, error
+        )
 
     def _stored_ids(self, directory: Path, column: str) -> set[str]:
         """The ids stored under `directory`. It is listed on every call, so files that other processes
@@ -478,7 +480,9 @@ class MongoTrajectoryStore(TrajectoryStore):
                 f"({type(error).__name__}: {error})"
             ) from None
         db = self._client.get_database(
-            database, write_concern=WriteConcern(w="majority", j=True, wtimeout=int(write_timeout_s * 1000)), read_concern=ReadConcern("majority")
+            database,
+            write_concern=WriteConcern(w="majority", j=True, wtimeout=int(write_timeout_s * 1000)),
+            read_concern=ReadConcern("majority"),
         )
         self._trajectories = db[collection]
         self._documents = db[documents_collection]
