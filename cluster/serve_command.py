@@ -25,6 +25,7 @@ from cluster.placement import connect_ray
 from learner.online_trainer import OnlineTrainerConfig, start_policy_trainer
 from rollout.engine import start_engines
 from rollout.models.source import resolve_model_path
+from serve.app import api_key
 from serve.app import run as run_policy_service
 from serve.config import ServeConfig
 
@@ -76,7 +77,9 @@ def needed_cpus(config: ServeCommandConfig) -> float:
 
 
 def serve_forever(config: ServeCommandConfig) -> None:
-    """Serve until Ctrl-C, then delete the app (on a shared cluster, Serve itself keeps running)."""
+    """Serve until Ctrl-C, then delete the app (on a shared cluster, Serve itself keeps running). A missing
+    API key (api_key_env names an unset variable) stops it before anything starts."""
+    api_key(config)
     connect_ray(needed_cpus(config))
     try:
         url = start_service(config)

@@ -21,13 +21,21 @@ hands its handle to build_app/run; checkpoint facts are read here (rollout.model
 checkpoint is the deployment's user_config; `publish` changes it and Serve reconfigures the running replicas
 in place (no restart, requests in flight finish; the engine holds new requests while it swaps weights).
 
-Errors: a malformed body is 422 with the field's path in `detail[].loc` and in `message`; a body over
-max_body_bytes is 413; a missing or wrong API key (when configured) is 401, except on /health.
+/train is idempotent, across replicas and processes: it trains only on the trajectories the store reports as
+newly stored (rollout.data.store.put_documents), and the first request with a given set of ids claims that
+set and keeps its answer in the store; a retry (even one racing the first on another replica) returns that
+earlier answer, with the same policy_version, and takes no second optimizer step.
+
+Errors: a malformed body, or numbers beyond what the service computes with, is 422 with the field's path in
+`detail[].loc` and in `message`; a body over max_body_bytes is 413; a missing or wrong API key (when
+configured) is 401, except on /health (/docs and /openapi.json need it too); a full queue is 503 with
+Retry-After; a request not answered within request_timeout_s is 408.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -43,6 +51,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import RayError
 from ray.serve import Application
+from ray.serve.config import BackpressureConfig
 from transformers import AutoTokenizer
 
 from rollout.chat import ChatRenderer
@@ -71,6 +80,9 @@ from serve.schemas import (
 )
 
 EVOLUTION_KIND = "evolution_trajectory"  # the store's document kind for /train records
+TRAIN_REQUEST_KIND = "train_request"  # one per distinct set of trajectory ids: claimed by the first request
+TRAIN_ANSWER_KIND = "train_answer"  # that request's answer, returned to its retries
+_ANSWER_POLL_S = 0.25
 DEPLOYMENT_NAME = "PolicyService"
 _MAX_ERROR_CHARS = 300  # of a model reply or an exception quoted in a response
 LOSS_TYPES = {"MINIRL": "minirl", "GRPO": "grpo"}  # RustyWorm's names -> the learner's
@@ -86,6 +98,13 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     errors = [{"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in exc.errors()]
     message = "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in errors)
     return JSONResponse({"detail": errors, "message": message}, status_code=422)
+
+
+@api.exception_handler(OverflowError)
+async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+    """A number in the request too large to compute with (an int beyond a float, say) is the client's."""
+    message = f"body: a number is too large to compute with ({exc})"
+    return JSONResponse({"detail": [{"loc": ["body"], "msg": message, "type": "overflow"}], "message": message}, 422)
 
 
 def _invalid(field: str, message: str) -> RequestValidationError:
@@ -207,21 +226,25 @@ class PolicyService:
         if self.store is None:
             raise HTTPException(503, "no trajectory store is configured: /train keeps trajectories before training")
         documents = [trajectory.model_dump(mode="json") for trajectory in request.trajectories]
-        try:
-            async with self.store_lock:
-                await asyncio.to_thread(self.store.put_documents, EVOLUTION_KIND, documents)
-        except Exception as exc:  # disk or database failure: say so, train nothing
-            detail = f"storing the trajectories failed, nothing was trained: {_short(str(exc))}"
-            raise HTTPException(503, detail) from exc
         if self.trainer is None:
+            await self._put(EVOLUTION_KIND, documents)
             detail = f"stored {len(documents)} trajectories; policy '{self.config.policy}' has no model to train"
             raise HTTPException(409, detail)
 
         start = time.perf_counter()
+        key = hashlib.sha256("\n".join(sorted({t.id for t in request.trajectories})).encode()).hexdigest()
+        if key not in await self._put(TRAIN_REQUEST_KIND, [{"id": key}]):  # a retry: answer as the first did
+            earlier = await self._earlier_answer(key)
+            if earlier is not None:
+                return earlier
+        new_ids = await self._put(EVOLUTION_KIND, documents)
         group_id = f"train-{uuid.uuid4().hex}"
         records: list[Trajectory] = []
         weights: list[float | None] = []
         for trajectory, weight in zip(request.trajectories, request.importance_weights):
+            if trajectory.id not in new_ids:  # stored before: trained on then (or by a racing replica)
+                continue
+            new_ids.discard(trajectory.id)  # an id repeated in the request is trained once
             record = self._training_record(trajectory, group_id)
             if len(record.token_ids) <= self.config.engine.max_model_len:  # longer: the model never reads it
                 records.append(record)
@@ -230,14 +253,37 @@ class PolicyService:
             metrics = await self.trainer.update.remote(records, weights, LOSS_TYPES[request.loss_type])
         except RayError as exc:
             detail = _short(str(exc).strip().splitlines()[-1])
-            raise HTTPException(500, f"the policy update failed (the trajectories are stored): {detail}") from exc
-        return TrainResponse(
+            raise HTTPException(503, f"the policy update failed (the trajectories are stored): {detail}") from exc
+        answer = TrainResponse(
             loss=metrics["loss"],
             training_time_ms=round(1000 * (time.perf_counter() - start)),
             num_trajectories_used=int(metrics["num_trajectories_used"]),
             loss_type=request.loss_type,
             policy_version=int(metrics["policy_version"]),
         )
+        await self._put(TRAIN_ANSWER_KIND, [answer.model_dump() | {"id": key}])
+        return answer
+
+    async def _put(self, kind: str, documents: list[dict[str, Any]]) -> set[str]:
+        """Store documents (one store write at a time per replica); the ids this call stored first."""
+        try:
+            async with self.store_lock:
+                return await asyncio.to_thread(self.store.put_documents, kind, documents)
+        except Exception as exc:  # disk or database failure: say so, train nothing
+            detail = f"storing the trajectories failed, nothing was trained: {_short(str(exc))}"
+            raise HTTPException(503, detail) from exc
+
+    async def _earlier_answer(self, key: str) -> TrainResponse | None:
+        """The answer of the first request with these ids, waiting up to train_retry_wait_s while it is still
+        training (on this or another replica); None if none comes (it failed, or its replica died)."""
+        deadline = time.monotonic() + self.config.train_retry_wait_s
+        while True:
+            found = await asyncio.to_thread(self.store.get_documents, TRAIN_ANSWER_KIND, [key])
+            if found:
+                return TrainResponse.model_validate({k: v for k, v in found[0].items() if k != "id"})
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(_ANSWER_POLL_S)
 
     def _training_record(self, trajectory: EvolutionTrajectory, group_id: str) -> Trajectory:
         """The step as one token sequence: the prompt /predict-delta would show, then the action as the tool
@@ -306,10 +352,20 @@ class PolicyService:
 # ---- building, running and publishing --------------------------------------------------------------------
 
 
-def _api_key(config: ServeConfig) -> str | None:
+def api_key(config: ServeConfig) -> str | None:
+    """The key requests must carry; None when no api_key_env is configured. Fails closed: a named variable
+    that is unset or empty is a ValueError, so the service does not start without the authentication its
+    config asks for."""
     if config.api_key_env is None:
         return None
-    return os.environ.get(config.api_key_env) or None
+    key = os.environ.get(config.api_key_env, "")
+    if not key.strip():
+        state = "unset" if config.api_key_env not in os.environ else "empty"
+        raise ValueError(
+            f"api_key_env names ${config.api_key_env}, which is {state}: set it to the API key, or set api_key_env "
+            "to null to serve without one (loopback only)"
+        )
+    return key
 
 
 def _application(build: ServiceBuild, release: PublishedPolicy) -> Application:
@@ -317,6 +373,8 @@ def _application(build: ServiceBuild, release: PublishedPolicy) -> Application:
     options: dict[str, Any] = {
         "name": DEPLOYMENT_NAME,
         "max_ongoing_requests": config.max_ongoing_requests,
+        "max_queued_requests": config.max_queued_requests,
+        "backpressure_config": BackpressureConfig(status_code=503, retry_after_s=config.retry_after_s),
         "ray_actor_options": {"num_cpus": config.replica_num_cpus},
         "user_config": release.model_dump(mode="json"),
         # Serve's imperative API gives every serve.run a new random code version, which restarts the replicas.
@@ -361,15 +419,16 @@ def build_app(config: ServeConfig, trainer: Any | None = None, delta_policy: Any
         model_path = str(resolve_model_path(config.model))
         if config.initial_weights is not None:
             release = _describe_checkpoint(config.initial_weights, None)
-    return _application(ServiceBuild(config, trainer, engine, model_path, _api_key(config), delta_policy), release)
+    return _application(ServiceBuild(config, trainer, engine, model_path, api_key(config), delta_policy), release)
 
 
 def run(config: ServeConfig, trainer: Any | None = None, delta_policy: Any | None = None) -> str:
     """Deploy `config` on Serve's HTTP proxy at http://{host}:{port}{route_prefix} (127.0.0.1:8888 by default)
     and return that URL; the app keeps serving until it is deleted or its trainer's owner exits. Needs a
     connected Ray; a Serve instance already running keeps its own host and port."""
-    serve.start(http_options={"host": config.host, "port": config.port})
-    serve.run(build_app(config, trainer, delta_policy), name=config.app_name, route_prefix=config.route_prefix)
+    app = build_app(config, trainer, delta_policy)  # first: a missing API key stops here, before anything listens
+    serve.start(http_options={"host": config.host, "port": config.port, "request_timeout_s": config.request_timeout_s})
+    serve.run(app, name=config.app_name, route_prefix=config.route_prefix)
     return f"http://{config.host}:{config.port}{config.route_prefix}"
 
 

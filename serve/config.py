@@ -1,10 +1,14 @@
 """Settings of the policy service (serve.app), and the published policy that Serve's user_config carries.
 
 Defaults are the ones RustyWorm's client expects: http://127.0.0.1:8888, no API key, JSON bodies up to 1 MiB.
+Authentication fails closed: a host other than loopback needs an API key (or an explicit
+allow_unauthenticated: true), and a named key variable that is unset or empty stops the service from
+starting (serve.app.api_key) rather than serving without a key.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -61,12 +65,32 @@ class ServeConfig(BaseModel):
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=256))
     max_body_bytes: int = Field(1 << 20, ge=1024, description="larger request bodies get 413")
     api_key_env: str | None = Field(
-        None, description="environment variable holding the API key; set and non-empty: requests need a Bearer key"
+        None,
+        description="environment variable holding the API key: requests (and /docs) need 'Authorization: Bearer KEY'; "
+        "the service refuses to start while it is unset or empty",
+    )
+    allow_unauthenticated: bool = Field(
+        False, description="serve a host other than loopback without an API key (only behind your own gateway)"
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="Serve's HTTP proxy answers 408 to a request not done by then (set when Serve starts)"
+    )
+    max_queued_requests: int = Field(
+        256, ge=1, description="requests the proxy queues beyond max_ongoing_requests; more get 503 + Retry-After"
+    )
+    retry_after_s: float = Field(1.0, ge=0, description="the Retry-After of a 503 for a full queue")
+    train_retry_wait_s: float = Field(
+        30.0, ge=0, description="/train: how long a retried request waits for the first one's answer"
     )
     store: StoreConfig | None = Field(None, description="where /train keeps trajectories; null: /train answers 503")
 
     @model_validator(mode="after")
     def _consistent(self) -> ServeConfig:
+        if not _is_loopback(self.host) and self.api_key_env is None and not self.allow_unauthenticated:
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines but no api_key_env is set: set api_key_env "
+                "(a variable holding the key), or allow_unauthenticated: true to serve without authentication"
+            )
         if self.engine.num_engines != 1:
             raise ValueError("the replicas share one engine: engine.num_engines must be 1")
         if self.checkpoint is not None and self.run_dir is not None:
@@ -84,6 +108,15 @@ class ServeConfig(BaseModel):
     def initial_weights(self) -> str | None:
         """Policy llm: the checkpoint, model or run directory to serve from the start; None: the base model."""
         return self.checkpoint if self.checkpoint is not None else self.run_dir
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 class PublishedPolicy(BaseModel):

@@ -3,7 +3,9 @@
 /predict-delta and /train take RustyWorm's serde shapes exactly (rollout.harnesses.persona.models) and answer with the
 fields its client reads; the extra `policy_version` it ignores (serde skips unknown fields). Chat follows the
 OpenAI chat-completions format for the options listed; any other option is refused by name rather than
-silently ignored.
+silently ignored. /train bounds what the learner would otherwise choke on: a trajectory id is 1-128
+characters (RustyWorm sends a UUID) and a reward lies in [-1, 1], the range RustyWorm clamps its shaped
+step reward to; anything else is a 422 naming the field, never an overflow deeper in.
 """
 
 from __future__ import annotations
@@ -31,8 +33,19 @@ class PredictDeltaResponse(_Body):
     policy_version: int | None = Field(None, description="the engine weights that wrote it; null: the expert did")
 
 
+MAX_ID_CHARS = 128
+REWARD_BOUND = 1.0  # RustyWorm clamps a step's reward to [-1, 1] (evolution.rs)
+
+
+class TrainTrajectory(EvolutionTrajectory):
+    """An EvolutionTrajectory as /train accepts it: the id names it in the store, the reward is bounded."""
+
+    id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    reward: float = Field(ge=-REWARD_BOUND, le=REWARD_BOUND)
+
+
 class TrainRequest(_Body):
-    trajectories: list[EvolutionTrajectory] = Field(min_length=1)
+    trajectories: list[TrainTrajectory] = Field(min_length=1)
     # serde_json writes a NaN weight as null: accepted here, and dropped like any other unusable weight.
     importance_weights: list[float | None]
     loss_type: Literal["MINIRL", "GRPO"]

@@ -145,7 +145,7 @@ def service(ray_session, serve_port, engine, tiny_model_dir, tmp_path_factory):
         SERVE_CONFIG,
         [
             "app_name=test-persona", f"port={port}", f"model.path={tiny_model_dir}", "sampling.max_tokens=24",
-            "max_body_bytes=65536", "replica_num_cpus=0.1", f"store.root={tmp_path_factory.mktemp('serve-store')}",
+            "max_body_bytes=65536", "replica_num_cpus=0.1", "num_replicas=2", f"store.root={tmp_path_factory.mktemp('serve-store')}",
             "trainer.lr=1e-3", "trainer.num_cpus=0.1",
         ],
     )
@@ -185,12 +185,12 @@ def _post_json(client: httpx.Client, path: str, text: str) -> httpx.Response:
     return client.post(path, content=text.encode(), headers={"Content-Type": "application/json"})
 
 
-def _trajectories(rewards: list[float]) -> list[dict]:
+def _trajectories(rewards: list[float], first_index: int = 0) -> list[dict]:
     first = json.loads(TRAJECTORY_JSON)
     records = []
     for index, reward in enumerate(rewards):
         record = copy.deepcopy(first)
-        record["id"] = f"6f1c2e8a-3b7d-4c59-9a2e-1d4b5c6e7f8{index}"
+        record["id"] = f"6f1c2e8a-3b7d-4c59-9a2e-1d4b5c6e{first_index + index:04d}"
         record["reward"] = reward
         record["action"]["adjustments"][0][1] = 0.1 * (index + 1)
         records.append(record)
@@ -238,6 +238,10 @@ def test_valid_reply_becomes_a_clamped_delta():
         '{"name": "apply_delta", "arguments": {"adjustments": [["humor", 0.1]], "confidence": 1}}',
         '{"name": "apply_delta", "arguments": {"adjustments": {}}}',
         "apply_delta humor 0.5",
+        # absurd numbers: a 309-digit integer overflowed float() (a 500); past 4,300 digits int() itself failed
+        '{"name": "apply_delta", "arguments": {"adjustments": {"humor": 1' + "0" * 308 + '}, "confidence": 1}}',
+        '{"name": "apply_delta", "arguments": {"adjustments": {"humor": 1}, "confidence": ' + "9" * 5000 + "}}",
+        '{"name": "apply_delta", "arguments": {"adjustments": {"humor": 1e400}, "confidence": 1}}',
     ],
 )
 def test_unusable_replies_are_refused(reply):
@@ -373,7 +377,10 @@ def test_api_key_is_required_when_configured(service):
         wrong = http.post("/predict-delta", content=PREDICT_JSON, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
         assert http.get("/version").status_code == 401
+        for path in ("/docs", "/openapi.json", "/redoc"):  # the API's description is not public either
+            assert http.get(path).status_code == 401, path
         headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+        assert http.get("/openapi.json", headers=headers).json()["paths"]["/train"]
         allowed = http.post("/predict-delta", content=PREDICT_JSON, headers=headers)
         assert allowed.status_code == 200, allowed.text
         assert allowed.json()["reasoning"].startswith("Trait estimates")  # the expert policy, no fallback
@@ -385,6 +392,71 @@ def test_api_key_is_required_when_configured(service):
         assert refused.status_code == 409 and "no model to train" in refused.json()["detail"]
     with open_store(service.secure_config.store) as store:
         assert [doc["id"] for doc in store.get_documents(EVOLUTION_KIND)] == [t["id"] for t in trajectories]
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_service_refuses_to_start_when_its_key_variable_is_unset_or_empty(service, value, monkeypatch):
+    from ray import serve
+
+    variable = "TERRARIUM_TEST_UNSET_KEY"
+    monkeypatch.delenv(variable, raising=False)
+    if value is not None:
+        monkeypatch.setenv(variable, value)
+    config = load_serve_config(
+        SERVE_CONFIG,
+        [f"api_key_env={variable}", "policy=expert", "app_name=test-nokey", f"port={service.config.port}",
+         "route_prefix=/nokey", "replica_num_cpus=0.1", "store=null"],
+    )
+    state = "unset" if value is None else "empty"
+    with pytest.raises(ValueError, match=f"api_key_env names \\${variable}, which is {state}"):
+        start_service(config)
+    assert "test-nokey" not in serve.status().applications
+
+
+def test_terrarium_serve_without_its_key_variable_exits_before_starting():
+    env = {k: v for k, v in os.environ.items() if k != "TERRARIUM_TEST_UNSET_KEY"}
+    command = [sys.executable, "-m", "cluster.cli", "serve", str(SERVE_CONFIG), "api_key_env=TERRARIUM_TEST_UNSET_KEY"]
+    finished = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 2, finished.stderr
+    assert "TERRARIUM_TEST_UNSET_KEY, which is unset" in finished.stderr
+
+
+def test_a_network_host_needs_a_key_or_an_explicit_opt_out():
+    with pytest.raises(ValueError, match="host '0.0.0.0' is reachable from other machines but no api_key_env"):
+        ServeConfig(host="0.0.0.0")
+    assert ServeConfig(host="0.0.0.0", allow_unauthenticated=True).host == "0.0.0.0"
+    assert ServeConfig(host="0.0.0.0", api_key_env="SOME_KEY").api_key_env == "SOME_KEY"
+    assert ServeConfig(host="::1").host == "::1" and ServeConfig(host="localhost").host == "localhost"
+
+
+def test_a_full_queue_is_503_with_retry_after(ray_session, serve_port):
+    """One request in progress and one queued per caller: a burst beyond that is refused at once, and told
+    when to come back, instead of piling up without bound."""
+    from ray import serve
+
+    config = load_serve_config(
+        SERVE_CONFIG,
+        ["policy=expert", "app_name=test-queue", f"port={serve_port}", "route_prefix=/queue", "replica_num_cpus=0.1",
+         "store=null", "max_ongoing_requests=1", "max_queued_requests=1", "retry_after_s=2"],
+    )
+    url = start_service(config)
+    body = json.loads(PREDICT_JSON)
+    body["observation"]["response"] = "Therefore, furthermore, the schema. " * 20_000  # slow to analyse
+    try:
+        barrier = threading.Barrier(16)
+
+        def send(_: int) -> httpx.Response:
+            with httpx.Client(base_url=url, timeout=120) as http:
+                barrier.wait()
+                return http.post("/predict-delta", json=body)
+
+        with ThreadPoolExecutor(16) as pool:
+            responses = list(pool.map(send, range(16)))
+    finally:
+        serve.delete(config.app_name)
+    statuses = [response.status_code for response in responses]
+    assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
+    assert all(r.headers.get("retry-after") == "2" for r in responses if r.status_code == 503)
 
 
 def _greedy(ray_session, engine, tokenizer) -> tuple[list[int], list[float], int]:
@@ -418,19 +490,78 @@ def test_train_stores_trajectories_then_updates_the_engine(client, service, ray_
     assert version_after == version_before + 1
     assert tokens_after != tokens_before or max(abs(a - b) for a, b in zip(logprobs_after, logprobs_before)) > 1e-4
 
-    again = client.post("/train", json=request | {"loss_type": "MINIRL"})  # a client retry: same records
-    assert again.status_code == 200 and again.json()["loss_type"] == "MINIRL"
-    assert again.json()["policy_version"] == version_before + 2
+    again = client.post("/train", json=request)  # a client retry: the earlier answer, no second step
+    assert again.status_code == 200 and again.json() == body
+    assert ray_session.get(engine.get_policy_version.remote()) == version_before + 1
     with open_store(service.config.store) as store:
         assert len(store.get_documents(EVOLUTION_KIND)) == len(stored)  # stored once
+
+    # Old records with one new one: only the new one is trained on (alone it gives no learning signal).
+    partial = {"trajectories": [*trajectories, _trajectories([0.9], first_index=7)[0]],
+               "importance_weights": [1.0] * 5, "loss_type": "GRPO"}
+    answer = client.post("/train", json=partial).json()
+    assert answer["num_trajectories_used"] == 0 and answer["policy_version"] == version_before + 1
+
+
+def test_one_train_request_sent_to_both_replicas_at_once_trains_once(service, ray_session, engine):
+    """RustyWorm retries a /train that timed out while the first is still running; Serve may route the copies
+    to different replicas. Every copy gets the same answer, the engine takes one step, each record is stored
+    once."""
+    version_before = ray_session.get(engine.get_policy_version.remote())
+    trajectories = _trajectories([0.9, -0.6, 0.2], first_index=20)
+    request = {"trajectories": trajectories, "importance_weights": [1.0, 1.0, 1.0], "loss_type": "GRPO"}
+    copies = 6
+    barrier = threading.Barrier(copies)
+
+    def send(_: int) -> httpx.Response:
+        with httpx.Client(base_url=service.url, timeout=120) as http:
+            barrier.wait()
+            return http.post("/train", json=request)
+
+    with ThreadPoolExecutor(copies) as pool:
+        responses = list(pool.map(send, range(copies)))
+
+    assert all(response.status_code == 200 for response in responses), [r.text for r in responses]
+    answers = [response.json() for response in responses]
+    assert all(answer == answers[0] for answer in answers)
+    assert answers[0]["num_trajectories_used"] == 3 and answers[0]["policy_version"] == version_before + 1
+    assert ray_session.get(engine.get_policy_version.remote()) == version_before + 1
+    with open_store(service.config.store) as store:
+        ids = [doc["id"] for doc in store.get_documents(EVOLUTION_KIND, [t["id"] for t in trajectories])]
+    assert ids == sorted(t["id"] for t in trajectories)
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "message"),
+    [
+        (lambda t: t[0].update(id=""), "body.trajectories.0.id", "at least 1 character"),
+        (lambda t: t[1].update(id="x" * 129), "body.trajectories.1.id", "at most 128 characters"),
+        (lambda t: t[0].update(reward=1e200), "body.trajectories.0.reward", "less than or equal to 1"),
+        (lambda t: t[1].update(reward=-1e308), "body.trajectories.1.reward", "greater than or equal to -1"),
+        (lambda t: t[0].update(reward=1.5), "body.trajectories.0.reward", "less than or equal to 1"),
+        (lambda t: t[0].update(reward=float("nan")), "body.trajectories.0.reward", "finite number"),
+        (lambda t: t[0].update(reward=10**400), "body.trajectories.0.reward", "valid number"),
+        (lambda t: t[0]["action"].update(confidence=float("inf")), "body.trajectories.0.action.confidence", "finite"),
+    ],
+)
+def test_client_mistakes_in_train_are_422_naming_the_field(client, ray_session, engine, edit, field, message):
+    """Found by a user: an empty id was a 503, rewards 1e200 and 0.0 a 500 (overflow in the advantages)."""
+    version = ray_session.get(engine.get_policy_version.remote())
+    trajectories = _trajectories([0.1, 0.0], first_index=40)
+    edit(trajectories)
+    body = {"trajectories": trajectories, "importance_weights": [1.0, 1.0], "loss_type": "GRPO"}
+    text = json.dumps(body)  # allow_nan: NaN and Infinity go out as Python's json writes them
+    reply = _validation_message(_post_json(client, "/train", text))
+    assert field in reply and message in reply
+    assert ray_session.get(engine.get_policy_version.remote()) == version
 
 
 def test_train_without_a_learning_signal_changes_nothing(client, ray_session, engine):
     version = ray_session.get(engine.get_policy_version.remote())
-    request = {"trajectories": _trajectories([0.3, 0.3]), "importance_weights": [1, 1], "loss_type": "GRPO"}
+    request = {"trajectories": _trajectories([0.3, 0.3], 50), "importance_weights": [1, 1], "loss_type": "GRPO"}
     flat = client.post("/train", json=request)
     assert flat.status_code == 200 and flat.json()["num_trajectories_used"] == 0
-    request = {"trajectories": _trajectories([0.1, 0.9]), "importance_weights": [0.0, None], "loss_type": "GRPO"}
+    request = {"trajectories": _trajectories([0.1, 0.9], 60), "importance_weights": [0.0, None], "loss_type": "GRPO"}
     unusable = client.post("/train", json=request)
     assert unusable.status_code == 200 and unusable.json()["num_trajectories_used"] == 0
     assert ray_session.get(engine.get_policy_version.remote()) == version

@@ -7,11 +7,17 @@ at $TERRARIUM_MONGODB_URI (marker `mongodb`) and is skipped without one.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import multiprocessing
 import os
 import re
+import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pymongo
@@ -190,11 +196,15 @@ def test_documents_round_trip_once_per_id(store: TrajectoryStore) -> None:
         {"id": "b-uuid", "reward": 0.25, "action": {"adjustments": [["confidence", 0.1]], "confidence": 0.5}},
         {"id": "a-uuid", "reward": -1e-300, "used_in_training": False, "importance_weight": 1.0, "x": None},
     ]
-    store.put_documents("evolution_trajectory", documents)
-    store.put_documents("evolution_trajectory", [{"id": "a-uuid", "reward": 9.0}, {"id": "c-uuid"}])
-    store.put_documents("other_kind", [{"id": "a-uuid", "other": 1}])
+    assert store.put_documents("evolution_trajectory", documents) == {"a-uuid", "b-uuid"}
+    assert store.put_documents("evolution_trajectory", [{"id": "a-uuid", "reward": 9.0}, {"id": "c-uuid"}]) == {
+        "c-uuid"
+    }
+    assert store.put_documents("evolution_trajectory", documents) == set()  # a full retry stores nothing new
+    assert store.put_documents("other_kind", [{"id": "a-uuid", "other": 1}]) == {"a-uuid"}
 
     assert store.get_documents("evolution_trajectory") == [documents[1], documents[0], {"id": "c-uuid"}]
+    assert store.get_documents("evolution_trajectory", ["c-uuid", "b-uuid", "z"]) == [documents[0], {"id": "c-uuid"}]
     assert store.get_documents("other_kind") == [{"id": "a-uuid", "other": 1}]
     assert store.get_documents("never-written") == []
 
@@ -218,6 +228,9 @@ def test_bad_documents_fail_clearly(store: TrajectoryStore, kind: str, documents
 
 def test_schema_has_every_trajectory_field() -> None:
     assert TRAJECTORY_SCHEMA.names == [f.name for f in dataclasses.fields(Trajectory)]
+    assert TRAJECTORY_SCHEMA.field("token_ids").type == pa.list_(pa.int64())
+    assert TRAJECTORY_SCHEMA.field("timings").type == pa.map_(pa.string(), pa.float64())
+    assert TRAJECTORY_SCHEMA.field("metadata").type == pa.string()  # arbitrary JSON, kept as text
 
 
 def test_parquet_files_are_hive_partitioned_by_run_and_step(tmp_path: Path) -> None:
@@ -260,7 +273,7 @@ def test_parquet_write_leaves_no_temp_files(tmp_path: Path) -> None:
         store.write("run-a", step, [make_trajectory(step=step)])
     store.put_documents("evolution_trajectory", [{"id": "a"}])
 
-    names = [p.name for p in tmp_path.rglob("*") if p.is_file()]
+    names = [p.name for p in tmp_path.rglob("*") if p.is_file() and "claims" not in p.parts]
 
     assert len(names) == 4
     assert all(re.fullmatch(r"part-[0-9a-f]{32}\.parquet", name) for name in names), names
@@ -283,6 +296,69 @@ def test_parquet_ignores_a_crashed_writers_temp_file(tmp_path: Path) -> None:
     assert len(store.read("run-a")) == 2
 
 
+def test_parquet_removes_stale_temp_files_when_opened(tmp_path: Path) -> None:
+    """A temp file older than any write is a crashed writer's; a fresh one may be another writer's, in use."""
+    ParquetTrajectoryStore(tmp_path).write("run-a", 0, [make_trajectory()])
+    step_dir = tmp_path / "trajectories" / "run_id=run-a" / "step=0"
+    stale, fresh = (_temp_path(step_dir / f"part-{uuid.uuid4().hex}.parquet") for _ in range(2))
+    for temp in (stale, fresh):
+        temp.write_bytes(b"PAR1 half a file")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+
+    reopened = ParquetTrajectoryStore(tmp_path)
+
+    assert not stale.exists() and fresh.exists()
+    assert len(reopened.read("run-a")) == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_parquet_moves_an_unreadable_part_aside_and_keeps_going(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ParquetTrajectoryStore(tmp_path)
+    store.write("run-a", 0, [make_trajectory(index=0)])
+    store.write("run-a", 1, [make_trajectory(step=1, index=1)])
+    store.put_documents("evolution_trajectory", [{"id": "a"}])
+    store.put_documents("evolution_trajectory", [{"id": "b"}])
+    (bad_part,) = (tmp_path / "trajectories" / "run_id=run-a" / "step=1").glob("part-*.parquet")
+    (bad_doc, _) = sorted((tmp_path / "documents").rglob("part-*.parquet"), key=lambda p: p.stat().st_mtime_ns)
+    for path in (bad_part, bad_doc):
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not parquet at all" * 10)
+
+    reopened = ParquetTrajectoryStore(tmp_path)  # another process: it has never read these files
+    with caplog.at_level(logging.WARNING, logger="rollout.data.store"):
+        assert [t.episode_id for t in reopened.read("run-a")] == ["run-a-s0-g0-e0"]
+        assert reopened.get_documents("evolution_trajectory") == [{"id": "b"}]
+    assert "moved unreadable" in caplog.text
+    quarantined = tmp_path / "quarantine" / bad_part.relative_to(tmp_path)
+    assert quarantined.is_file() and not bad_part.exists()
+    assert (tmp_path / "quarantine" / bad_doc.relative_to(tmp_path)).is_file()
+    reopened.write("run-a", 1, [make_trajectory(step=1, index=1)])  # the lost record can be written again
+    assert reopened.steps("run-a") == [0, 1] and len(reopened.read("run-a")) == 2
+
+
+def _put_after_barrier(root: Path, ids: list[str], barrier: Any) -> set[str]:
+    store = ParquetTrajectoryStore(root)
+    barrier.wait()
+    return store.put_documents("evolution_trajectory", [{"id": id_, "n": 1} for id_ in ids])
+
+
+def test_parquet_claims_each_document_for_one_process_of_many(tmp_path: Path) -> None:
+    """Processes racing to store the same ids (replicas answering one retried /train): exactly one of them
+    is told each id is new, so each is trained on once."""
+    ids = [f"id-{i}" for i in range(50)]
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(4, mp_context=context) as pool:
+        barrier = manager.Barrier(4)
+        results = list(pool.map(_put_after_barrier, [tmp_path] * 4, [ids] * 4, [barrier] * 4))
+
+    claimed = [id_ for result in results for id_ in result]
+    assert sorted(claimed) == sorted(ids)  # every id new to exactly one process
+    assert [doc["id"] for doc in ParquetTrajectoryStore(tmp_path).get_documents("evolution_trajectory")] == sorted(ids)
+
+
 # ---- configuration --------------------------------------------------------------------------------------
 
 
@@ -296,6 +372,7 @@ def test_parquet_ignores_a_crashed_writers_temp_file(tmp_path: Path) -> None:
         ({"backend": "mongodb", "root": "x"}, "'root' is for backend 'parquet'"),
         ({"backend": "parquet", "root": "x", "rootdir": "y"}, "Extra inputs are not permitted"),
         ({"backend": "mongodb", "server_selection_timeout_s": 0}, "greater than 0"),
+        ({"backend": "mongodb", "write_timeout_s": -1}, "greater than 0"),
     ],
 )
 def test_bad_config_is_rejected(data: dict, message: str) -> None:

@@ -82,6 +82,15 @@ def test_parse_action_accepts_tool_calls_and_plain_commands(text, actions, expec
         ('{"name": "guess", "arguments": {"number": 50}} and more', GUESS, "not valid JSON"),
         ("guess 50", [], "no actions"),
         pytest.param('{"name": "guess", "arguments": ' + "[" * 100_000, GUESS, "nested too deeply", id="deep"),
+        pytest.param('{"name": "guess", "arguments": {"number": 1' + "0" * 308 + "}}", GUESS, "309 digits is too large",
+                     id="309-digit-int"),
+        pytest.param('{"name": "guess", "arguments": {"number": ' + "9" * 5000 + "}}", GUESS, "5000 digits",
+                     id="5000-digit-int"),
+        pytest.param("guess " + "9" * 5000, GUESS, "must be an integer, got '9999", id="5000-digit-word"),
+        pytest.param("guess " + "9" * 400, GUESS, "must be an integer", id="400-digit-word"),
+        pytest.param('{"name": "guess", "arguments": {"number": 1e999}}', GUESS, "too large for a float", id="1e999"),
+        pytest.param('{"name": "guess", "arguments": {"number": NaN}}', GUESS, "NaN is not a number", id="nan"),
+        pytest.param('{"name": "guess", "arguments": {"number": -Infinity}}', GUESS, "-Infinity is not", id="-inf"),
     ],
 )
 def test_parse_action_rejects_malformed_replies_with_a_reason(text, actions, message):

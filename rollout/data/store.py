@@ -8,14 +8,21 @@ interface: Parquet files on a (shared) file system, readable as an Arrow dataset
 The /train endpoint also keeps RustyWorm EvolutionTrajectory records. Those are not Terrarium trajectories
 (no tokens, no run, no step), so the store keeps them as generic JSON documents of a named `kind`, each
 identified by its own string "id" and stored once per (kind, id), so a client that retries a request does
-not duplicate them: `put_documents(kind, documents)` and `get_documents(kind)`.
+not duplicate them: `put_documents(kind, documents)` returns the ids this call stored first, and
+`get_documents(kind, ids)` reads them back. Which call stored an id first holds across processes and
+replicas (Parquet: an atomic claim file per id; MongoDB: the unique index), so the /train endpoint trains
+each trajectory exactly once however often a client retries.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
+import time
+import typing
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import fields
@@ -34,6 +41,7 @@ from pymongo.write_concern import WriteConcern
 from rollout.data.trajectory import Trajectory
 
 MONGODB_URI_ENV = "TERRARIUM_MONGODB_URI"
+logger = logging.getLogger(__name__)
 
 # run ids and document kinds become directory names (run_id=<id>), so they are kept to a safe alphabet;
 # both backends apply the same rule so a name valid for one is valid for the other.
@@ -57,6 +65,7 @@ class StoreConfig(BaseModel):
     collection: str = Field("trajectories", min_length=1, description="mongodb only: the trajectories")
     documents_collection: str = Field("documents", min_length=1, description="mongodb only: put_documents")
     server_selection_timeout_s: float = Field(5.0, gt=0, description="mongodb only: fail fast without a server")
+    write_timeout_s: float = Field(10.0, gt=0, description="mongodb only: a write not acknowledged by then fails")
 
     @model_validator(mode="after")
     def _fields_match_backend(self) -> StoreConfig:
@@ -87,13 +96,14 @@ class TrajectoryStore(ABC):
         """The steps of the run that have trajectories, ascending."""
 
     @abstractmethod
-    def put_documents(self, kind: str, documents: list[dict[str, Any]]) -> None:
+    def put_documents(self, kind: str, documents: list[dict[str, Any]]) -> set[str]:
         """Store JSON documents, each with a string "id"; durable on return; an id already stored for the
-        kind is skipped."""
+        kind is skipped. Returns the ids this call stored first: of concurrent calls in any processes that
+        store one id, exactly one gets it back."""
 
     @abstractmethod
-    def get_documents(self, kind: str) -> list[dict[str, Any]]:
-        """All documents of a kind, ordered by id."""
+    def get_documents(self, kind: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """The documents of a kind (those with the given ids, or all), ordered by id."""
 
     @abstractmethod
     def close(self) -> None:
@@ -120,6 +130,7 @@ def open_store(config: StoreConfig) -> TrajectoryStore:
         collection=config.collection,
         documents_collection=config.documents_collection,
         server_selection_timeout_s=config.server_selection_timeout_s,
+        write_timeout_s=config.write_timeout_s,
     )
 
 
@@ -186,35 +197,28 @@ def _new_documents(kind: str, documents: list[dict[str, Any]]) -> dict[str, str]
 
 # ---- Parquet -------------------------------------------------------------------------------------------
 
-# One column per Trajectory field, in the dataclass order. Lists keep their exact int64/float64 values;
-# timings is a typed map (queryable); metadata holds arbitrary JSON values, which no one Arrow type fits,
+# One column per Trajectory field, in the dataclass order, derived from its type hints so the shape is
+# written once (rollout.data.trajectory). Lists keep their exact int64/float64 values; a dict[str, float]
+# is a typed map (queryable); a dict[str, Any] holds arbitrary JSON values, which no one Arrow type fits,
 # so it is JSON text. run_id and step are columns as well as directory names, so every file stands alone.
-TRAJECTORY_SCHEMA = pa.schema(
-    [
-        ("episode_id", pa.string()),
-        ("run_id", pa.string()),
-        ("step", pa.int64()),
-        ("group_id", pa.string()),
-        ("harness", pa.string()),
-        ("seed", pa.int64()),
-        ("policy_version", pa.int64()),
-        ("token_ids", pa.list_(pa.int64())),
-        ("loss_mask", pa.list_(pa.int64())),
-        ("logprobs", pa.list_(pa.float64())),
-        ("prompt_length", pa.int64()),
-        ("turn_rewards", pa.list_(pa.float64())),
-        ("total_reward", pa.float64()),
-        ("status", pa.string()),
-        ("num_turns", pa.int64()),
-        ("parse_failures", pa.int64()),
-        ("timings", pa.map_(pa.string(), pa.float64())),
-        ("metadata", pa.string()),
-    ]
-)
+_ARROW_TYPES: dict[Any, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    list[int]: pa.list_(pa.int64()),
+    list[float]: pa.list_(pa.float64()),
+    dict[str, float]: pa.map_(pa.string(), pa.float64()),
+    dict[str, Any]: pa.string(),
+}
+_TRAJECTORY_TYPES = typing.get_type_hints(Trajectory)
+TRAJECTORY_SCHEMA = pa.schema([(f.name, _ARROW_TYPES[_TRAJECTORY_TYPES[f.name]]) for f in fields(Trajectory)])
+_JSON_COLUMNS = [name for name, hint in _TRAJECTORY_TYPES.items() if hint == dict[str, Any]]
+_MAP_COLUMNS = [name for name, hint in _TRAJECTORY_TYPES.items() if hint == dict[str, float]]
 DOCUMENT_SCHEMA = pa.schema([("kind", pa.string()), ("id", pa.string()), ("document", pa.string())])
 # Typed explicitly: inferred from "step=3" the partition would be int32 and clash with the int64 column.
 _STEP_PARTITIONING = ds.partitioning(pa.schema([("step", pa.int64())]), flavor="hive")
 _SORT_ORDER = [("step", "ascending"), ("group_id", "ascending"), ("episode_id", "ascending")]
+_STALE_TEMP_S = 600.0  # a temp file this old was left by a writer that crashed (writes take seconds)
 
 
 def _fsync(path: Path) -> None:
@@ -260,6 +264,16 @@ class ParquetTrajectoryStore(TrajectoryStore):
     disk, so writers in other processes are seen. Two writers storing the same episode id at the same
     instant are not serialised: the driver hands an episode to one worker at a time. Every write adds a
     file, so write whole groups or steps: one file per episode makes reads slow.
+
+    Documents are claimed: after its file is in place, a writer creates root/claims/kind=<kind>/<sha256 of
+    id> with O_CREAT|O_EXCL, an atomic test-and-set on any POSIX file system, so of concurrent writers of one
+    id exactly one is told it stored it (the others' rows are duplicates, which reads drop). The file is
+    written before the claim, so a crash between them loses nothing: the id is stored, merely reported to
+    no one as new.
+
+    Self-healing: a part file that cannot be read is moved to root/quarantine/ (same relative path) with a
+    warning, and the store goes on without it; temp files a crashed writer left are removed when the store
+    is opened.
     """
 
     def __init__(self, root: Path | str) -> None:
@@ -269,6 +283,7 @@ class ParquetTrajectoryStore(TrajectoryStore):
         self.root.mkdir(parents=True, exist_ok=True)
         # The ids in each file; a file never changes once renamed into place, so it is read once.
         self._ids_by_file: dict[Path, set[str]] = {}
+        self._remove_stale_temp_files()
 
     def _run_dir(self, run_id: str) -> Path:
         return self.root / "trajectories" / f"run_id={_check_name(run_id, 'run_id')}"
@@ -276,13 +291,41 @@ class ParquetTrajectoryStore(TrajectoryStore):
     def _kind_dir(self, kind: str) -> Path:
         return self.root / "documents" / f"kind={_check_name(kind, 'document kind')}"
 
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files older than _STALE_TEMP_S belong to writers that crashed; younger ones may be in use."""
+        cutoff = time.time() - _STALE_TEMP_S
+        for path in self.root.glob("**/.part-*.parquet.tmp"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    logger.warning("trajectory store: removed %s, left by a writer that did not finish", path)
+            except FileNotFoundError:  # another process removed it first
+                pass
+
+    def _quarantine(self, path: Path, error: Exception) -> None:
+        """Move an unreadable part file out of the dataset, to root/quarantine/<its relative path>."""
+        target = self.root / "quarantine" / path.relative_to(self.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:  # another process moved it first
+            return
+        logger.warning(
+            "trajectory store: moved unreadable %s to %s (%s: %s)", path, target, type(error).__name__, error
+        )
+
     def _stored_ids(self, directory: Path, column: str) -> set[str]:
         """The ids stored under `directory`. It is listed on every call, so files that other processes
-        wrote count too; only files not seen before are read."""
+        wrote count too; only files not seen before are read (in full, so a damaged one is found here and
+        quarantined before a dataset read trips over it)."""
         ids: set[str] = set()
         for path in directory.glob("**/part-*.parquet"):
             if path not in self._ids_by_file:
-                self._ids_by_file[path] = set(pq.ParquetFile(path).read(columns=[column])[column].to_pylist())
+                try:
+                    self._ids_by_file[path] = set(pq.read_table(path)[column].to_pylist())
+                except (OSError, pa.ArrowException, KeyError) as error:  # truncated, garbage, wrong schema
+                    self._quarantine(path, error)
+                    continue
             ids |= self._ids_by_file[path]
         return ids
 
@@ -295,7 +338,8 @@ class ParquetTrajectoryStore(TrajectoryStore):
         # Column by column from the attributes: Trajectory.to_dict (dataclasses.asdict) deep-copies every
         # token and would take most of the write time.
         columns = {name: [getattr(trajectory, name) for trajectory in new] for name in TRAJECTORY_SCHEMA.names}
-        columns["metadata"] = [json.dumps(metadata) for metadata in columns["metadata"]]
+        for name in _JSON_COLUMNS:
+            columns[name] = [json.dumps(value) for value in columns[name]]
         try:
             table = pa.Table.from_pydict(columns, schema=TRAJECTORY_SCHEMA)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
@@ -304,11 +348,12 @@ class ParquetTrajectoryStore(TrajectoryStore):
 
     def dataset(self, run_id: str) -> ds.Dataset:
         """The run as an Arrow dataset (step is a partition: filters on it skip other steps' files); empty
-        when the run has no trajectories. For all runs: ds.dataset(root / "trajectories") reads the
-        run_id and step columns from the files."""
+        when the run has no trajectories. Unreadable files are quarantined first. For all runs:
+        ds.dataset(root / "trajectories") reads the run_id and step columns from the files."""
         run_dir = self._run_dir(run_id)
         if not run_dir.is_dir():
             return ds.dataset([], format="parquet", schema=TRAJECTORY_SCHEMA)
+        self._stored_ids(run_dir, "episode_id")
         return ds.dataset(run_dir, format="parquet", schema=TRAJECTORY_SCHEMA, partitioning=_STEP_PARTITIONING)
 
     def read(self, run_id: str, step: int | None = None) -> list[Trajectory]:
@@ -316,8 +361,10 @@ class ParquetTrajectoryStore(TrajectoryStore):
         table = self.dataset(run_id).to_table(filter=where).sort_by(_SORT_ORDER)
         trajectories = []
         for row in table.to_pylist():
-            row["timings"] = dict(row["timings"])
-            row["metadata"] = json.loads(row["metadata"])
+            for name in _MAP_COLUMNS:
+                row[name] = dict(row[name])
+            for name in _JSON_COLUMNS:
+                row[name] = json.loads(row[name])
             trajectories.append(Trajectory.from_dict(row))
         return trajectories
 
@@ -332,20 +379,40 @@ class ParquetTrajectoryStore(TrajectoryStore):
             if any(step_dir.glob("part-*.parquet"))
         )
 
-    def put_documents(self, kind: str, documents: list[dict[str, Any]]) -> None:
+    def _claim(self, kind: str, id_: str) -> bool:
+        """True for the one caller, in any process, that creates this id's claim file first."""
+        claim_dir = self.root / "claims" / f"kind={kind}"
+        claim_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(claim_dir / hashlib.sha256(id_.encode()).hexdigest(), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.close(fd)
+        return True
+
+    def put_documents(self, kind: str, documents: list[dict[str, Any]]) -> set[str]:
         batch = _new_documents(kind, documents)
         stored = self._stored_ids(self._kind_dir(kind), "id")
         rows = [{"kind": kind, "id": id_, "document": text} for id_, text in batch.items() if id_ not in stored]
-        if rows:
-            table = pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
-            _write_parquet_atomically(table, self._kind_dir(kind), self.root)
+        if not rows:
+            return set()
+        table = pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
+        _write_parquet_atomically(table, self._kind_dir(kind), self.root)
+        new = {row["id"] for row in rows if self._claim(kind, row["id"])}
+        _fsync(self.root / "claims" / f"kind={kind}")
+        return new
 
-    def get_documents(self, kind: str) -> list[dict[str, Any]]:
+    def get_documents(self, kind: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
         kind_dir = self._kind_dir(kind)
         if not kind_dir.is_dir():
             return []
-        table = ds.dataset(kind_dir, format="parquet", schema=DOCUMENT_SCHEMA).to_table().sort_by("id")
-        return [json.loads(text) for text in table.column("document").to_pylist()]
+        self._stored_ids(kind_dir, "id")  # quarantines unreadable files
+        where = None if ids is None else ds.field("id").isin(ids)
+        dataset = ds.dataset(kind_dir, format="parquet", schema=DOCUMENT_SCHEMA)
+        table = dataset.to_table(columns=["id", "document"], filter=where).sort_by("id")
+        # One document per id: a racing writer's duplicate rows count once.
+        unique = dict(zip(table.column("id").to_pylist(), table.column("document").to_pylist()))
+        return [json.loads(text) for text in unique.values()]
 
     def close(self) -> None:
         """Nothing to release: every write closes its file."""
@@ -364,18 +431,13 @@ def _redact_password(uri: str) -> str:
     return f"{scheme}://{user}:***@{hosts}"
 
 
-def _as_document(trajectory: Trajectory) -> dict[str, Any]:
-    """The fields as a new dict without copying the token lists (Trajectory.to_dict deep-copies them);
-    insert_many adds an _id to this dict, not to the trajectory."""
-    return {f.name: getattr(trajectory, f.name) for f in fields(Trajectory)}
-
-
-def _raise_unless_duplicates(error: BulkWriteError) -> None:
-    """An unordered insert stores every new record and reports the duplicates; anything else is a failure
-    (a write concern error means the records may not be durable)."""
+def _duplicate_indexes(error: BulkWriteError) -> set[int]:
+    """An unordered insert stores every new record and reports the duplicates (their indexes in the batch);
+    anything else is a failure (a write concern error means the records may not be durable)."""
     details = error.details
     if details.get("writeConcernErrors") or any(e["code"] != _DUPLICATE_KEY for e in details["writeErrors"]):
         raise error
+    return {e["index"] for e in details["writeErrors"]}
 
 
 class MongoTrajectoryStore(TrajectoryStore):
@@ -383,8 +445,10 @@ class MongoTrajectoryStore(TrajectoryStore):
     documents as {kind, id, document} in `documents_collection`.
 
     Unique indexes on (run_id, episode_id) and (kind, id) make duplicates impossible even across
-    processes; writes are unordered inserts whose duplicate-key errors are the expected replays. Writes use
-    write concern majority + journal, so `write` returning means the records survive a crash.
+    processes; writes are unordered inserts whose duplicate-key errors are the expected replays (and tell
+    put_documents which ids were new). Writes use write concern majority + journal with a wtimeout, and every
+    operation a client-side timeoutMS, so `write` returning means the records survive a crash and a stuck
+    server fails a write instead of hanging it.
     """
 
     def __init__(
@@ -394,6 +458,7 @@ class MongoTrajectoryStore(TrajectoryStore):
         collection: str,
         documents_collection: str,
         server_selection_timeout_s: float = 5.0,
+        write_timeout_s: float = 10.0,
     ) -> None:
         shown_uri = _redact_password(uri)
         if not uri.startswith(("mongodb://", "mongodb+srv://")):
@@ -401,7 +466,8 @@ class MongoTrajectoryStore(TrajectoryStore):
         timeout_ms = int(server_selection_timeout_s * 1000)
         try:
             self._client: pymongo.MongoClient = pymongo.MongoClient(
-                uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
+                uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
+                timeoutMS=int(write_timeout_s * 1000),
             )
         except (PyMongoError, ValueError) as error:
             raise ValueError(f"invalid MongoDB URI {shown_uri}: {error}") from None
@@ -414,7 +480,9 @@ class MongoTrajectoryStore(TrajectoryStore):
                 f"({type(error).__name__}: {error})"
             ) from None
         db = self._client.get_database(
-            database, write_concern=WriteConcern(w="majority", j=True), read_concern=ReadConcern("majority")
+            database,
+            write_concern=WriteConcern(w="majority", j=True, wtimeout=int(write_timeout_s * 1000)),
+            read_concern=ReadConcern("majority"),
         )
         self._trajectories = db[collection]
         self._documents = db[documents_collection]
@@ -427,9 +495,9 @@ class MongoTrajectoryStore(TrajectoryStore):
         if not batch:
             return
         try:
-            self._trajectories.insert_many([_as_document(t) for t in batch], ordered=False)
+            self._trajectories.insert_many([t.to_dict() for t in batch], ordered=False)
         except BulkWriteError as error:
-            _raise_unless_duplicates(error)
+            _duplicate_indexes(error)
 
     def read(self, run_id: str, step: int | None = None) -> list[Trajectory]:
         query: dict[str, Any] = {"run_id": _check_name(run_id, "run_id")}
@@ -441,18 +509,23 @@ class MongoTrajectoryStore(TrajectoryStore):
     def steps(self, run_id: str) -> list[int]:
         return sorted(self._trajectories.distinct("step", {"run_id": _check_name(run_id, "run_id")}))
 
-    def put_documents(self, kind: str, documents: list[dict[str, Any]]) -> None:
+    def put_documents(self, kind: str, documents: list[dict[str, Any]]) -> set[str]:
         batch = _new_documents(kind, documents)
         if not batch:
-            return
+            return set()
         records = [{"kind": kind, "id": id_, "document": json.loads(text)} for id_, text in batch.items()]
+        duplicates: set[int] = set()
         try:
             self._documents.insert_many(records, ordered=False)
         except BulkWriteError as error:
-            _raise_unless_duplicates(error)
+            duplicates = _duplicate_indexes(error)
+        return {record["id"] for index, record in enumerate(records) if index not in duplicates}
 
-    def get_documents(self, kind: str) -> list[dict[str, Any]]:
-        cursor = self._documents.find({"kind": _check_name(kind, "document kind")}, {"_id": 0, "document": 1})
+    def get_documents(self, kind: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"kind": _check_name(kind, "document kind")}
+        if ids is not None:
+            query["id"] = {"$in": list(ids)}
+        cursor = self._documents.find(query, {"_id": 0, "document": 1})
         return [record["document"] for record in cursor.sort("id", 1)]
 
     def close(self) -> None:

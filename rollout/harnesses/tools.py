@@ -4,12 +4,15 @@ expert demonstrations use (each action's JSON Schema is ActionDefinition.json_sc
 A reply is either a Hermes/Qwen tool call, `<tool_call>{"name": "guess", "arguments": {"number": 50}}</tool_call>`
 (or the bare JSON object), or a plain command, `guess 50`. Parsing checks the form (one known action, the
 right parameter names, values of the right JSON type); value constraints such as a guess's range are left to
-the harness, whose refusal tells the agent what was wrong and costs no step.
+the harness, whose refusal tells the agent what was wrong and costs no step. A number no float can hold (an
+integer of more than MAX_NUMBER_DIGITS digits, 1e999, NaN, Infinity) is a parse failure here, so no harness
+or service overflows on a model's absurd reply.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 from rollout.harnesses.base import ActionDefinition
 
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
+MAX_NUMBER_DIGITS = 308  # the largest float is about 1.8e308: a longer integer is no usable number
 
 
 class ActionParseError(ValueError):
@@ -54,7 +58,7 @@ def parse_action(text: str, actions: list[ActionDefinition]) -> Action:
 
 def _parse_json_call(body: str, definitions: dict[str, ActionDefinition]) -> Action:
     try:
-        call = json.loads(body)
+        call = json.loads(body, parse_int=_integer, parse_float=_real, parse_constant=_not_a_number)
     except json.JSONDecodeError as exc:
         raise ActionParseError(f"the tool call is not valid JSON ({exc.msg}, position {exc.pos}): {body!r}") from None
     except RecursionError:
@@ -110,17 +114,36 @@ def _lookup(name: str, definitions: dict[str, ActionDefinition]) -> ActionDefini
     raise ActionParseError(f"unknown action {name!r}; available: {', '.join(definitions)}")
 
 
+def _integer(text: str) -> int:
+    if len(text.lstrip("+-")) > MAX_NUMBER_DIGITS:
+        digits = len(text.lstrip("+-"))
+        raise ActionParseError(f"a number of {digits} digits is too large (at most {MAX_NUMBER_DIGITS})")
+    return int(text)
+
+
+def _real(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ActionParseError(f"the number {text[:40]!r} is too large for a float")
+    return value
+
+
+def _not_a_number(name: str) -> float:
+    raise ActionParseError(f"{name} is not a number; write a finite number")
+
+
 def _coerce(word: str, schema: dict[str, Any], parameter: str) -> Any:
     """A text value converted to the parameter's JSON type ("50" -> 50 for an integer)."""
     kind = schema.get("type")
     try:
         if kind == "integer":
-            return int(word)
+            return _integer(word)
         if kind == "number":
-            return float(word)
-    except ValueError:
+            return _real(word)
+    except ValueError:  # not a number, or one no float holds
         article = "an" if kind == "integer" else "a"
-        raise ActionParseError(f"{parameter} must be {article} {kind}, got {word!r}") from None
+        shown = word if len(word) <= 40 else word[:40] + "..."
+        raise ActionParseError(f"{parameter} must be {article} {kind}, got {shown!r}") from None
     if kind == "boolean":
         if word.lower() in ("true", "false"):
             return word.lower() == "true"
