@@ -8,7 +8,9 @@
 
 Policy "llm": the served model reads the persona harness's prompt and writes an apply_delta call
 (rollout.harnesses.persona.policy_format); a reply that cannot be used, a prompt that does not fit, or a failed engine falls back to the
-persona expert and says so in `reasoning`, never a 500. Policy "expert": the persona expert answers. Policy
+persona expert and says so in `reasoning`, never a 500. Policy "evidence" (the default): the evidence policy
+(rollout.harnesses.persona.evidence_policy) answers from the response text, patterns and similarity, with a
+bounded per-profile memory in each replica. Policy "expert": the persona expert answers. Policy
 "rllib": the PPO baseline's checkpoint (`terrarium baseline`) answers, loaded through rollout.evaluation's
 "rllib:PATH" loader; it is trained offline, so /train refuses it. RustyWorm's request does not say how many
 observations of the target came before, so the PPO policy reads every request as the target's first
@@ -43,6 +45,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import RayError
 from ray.serve import Application
+from ray.util.metrics import Counter
 from transformers import AutoTokenizer
 
 from rollout.chat import ChatRenderer
@@ -51,6 +54,7 @@ from rollout.evaluation import load_checkpoint_policy
 from rollout.harnesses.tools import ActionParseError
 from rollout.models.source import resolve_model_path
 from rollout.harnesses.persona import estimator
+from rollout.harnesses.persona.evidence_policy import EvidencePolicy
 from rollout.harnesses.persona.models import EvolutionTrajectory
 from rollout.data.store import open_store
 from rollout.data.trajectory import Trajectory
@@ -72,6 +76,7 @@ from serve.schemas import (
 
 EVOLUTION_KIND = "evolution_trajectory"  # the store's document kind for /train records
 DEPLOYMENT_NAME = "PolicyService"
+FALLBACK = "Fallback"  # how a fallback answer's reasoning starts (counted in /version and the metrics)
 _MAX_ERROR_CHARS = 300  # of a model reply or an exception quoted in a response
 LOSS_TYPES = {"MINIRL": "minirl", "GRPO": "grpo"}  # RustyWorm's names -> the learner's
 logger = logging.getLogger(__name__)
@@ -121,6 +126,11 @@ class PolicyService:
         self.trainer = build.trainer
         self.engine = build.engine
         self.delta_policy = build.delta_policy
+        self.evidence = EvidencePolicy() if self.config.policy == "evidence" else None
+        self.answers = self.fallbacks = 0  # /predict-delta answers of this replica, and how many were fallbacks
+        self.answer_counter = Counter(
+            "terrarium_predict_delta_answers", "/predict-delta answers, by outcome (policy or fallback)", ("outcome",)
+        )
         self.published = PublishedPolicy()
         self.store = open_store(self.config.store) if self.config.store is not None else None
         self.store_lock = asyncio.Lock()  # one store write at a time per replica
@@ -152,10 +162,24 @@ class PolicyService:
             model_path=self.build.model_path,
             checkpoint=self.config.checkpoint if self.delta_policy is not None else self.published.checkpoint,
             checkpoint_step=self.published.checkpoint_step,
+            answers=self.answers,
+            fallbacks=self.fallbacks,
+            fallback_rate=self.fallbacks / self.answers if self.answers else 0.0,
         )
 
     @api.post("/predict-delta", response_model=PredictDeltaResponse)
     async def predict_delta(self, request: PredictDeltaRequest) -> PredictDeltaResponse:
+        answer = await self._predict_delta(request)
+        fallback = answer.reasoning.startswith(FALLBACK)
+        self.answers += 1
+        self.fallbacks += fallback
+        self.answer_counter.inc(tags={"outcome": "fallback" if fallback else "policy"})
+        return answer
+
+    async def _predict_delta(self, request: PredictDeltaRequest) -> PredictDeltaResponse:
+        if self.evidence is not None:
+            delta, confidence, reasoning = self.evidence.predict(request.profile, request.observation)
+            return PredictDeltaResponse(delta=delta, confidence=confidence, reasoning=reasoning)
         if self.delta_policy is not None:
             delta = self.delta_policy.predict(request.profile, request.observation, observations_used=0)
             reasoning = (
@@ -193,7 +217,7 @@ class PolicyService:
     def _fallback(self, request: PredictDeltaRequest, why: str) -> PredictDeltaResponse:
         delta, confidence, reasoning = estimator.predict_delta(request.profile, request.observation)
         return PredictDeltaResponse(
-            delta=delta, confidence=confidence, reasoning=f"Fallback to the persona expert because {why}. {reasoning}"
+            delta=delta, confidence=confidence, reasoning=f"{FALLBACK} to the persona expert because {why}. {reasoning}"
         )
 
     @api.post("/train", response_model=TrainResponse)
