@@ -32,7 +32,7 @@ from rollout.harnesses.persona.evidence_policy import DEFAULT_PARAMS, PolicyPara
 from rollout.harnesses.persona.generators import GENERATORS, family_persona
 
 # The fitting grid (bench-side: the policy ships DEFAULT_PARAMS, the fit over all generators).
-GRID = {"cue_scale": (2.0, 4.0), "length_mid": (250.0, 450.0), "max_axes": (1, 2)}
+GRID = {"cue_scale": (2.0, 4.0), "max_move": (0.5, 2.0), "max_axes": (1, 2)}
 
 
 def play_all(policy: DeltaPolicy, generator: str, purpose: str, count: int, max_observations: int) -> list[EpisodeResult]:

@@ -46,13 +46,13 @@ class PolicyParams:
     per request; prior: evidence (in cues) that counts as half certain."""
 
     cue_scale: float = 2.0
-    length_mid: float = 400.0
+    length_mid: float = 250.0
     length_span: float = 3.0
     step: float = 1.0
     prior: float = 1.0
     new_axis_evidence: float = 4.0  # cues before a missing axis is added
     max_move: float = 2.0  # per axis per step
-    max_axes: int = 32  # axes moved per step (the largest moves)
+    max_axes: int = 1  # axes moved per step (the largest moves), each step judged by the similarity it brings
 
 
 DEFAULT_PARAMS = PolicyParams()
@@ -101,17 +101,16 @@ class EvidencePolicy:
             proposal = self._propose(session, profile, values, notes)
             change = {axis: undo.get(axis, 0.0) + proposal.get(axis, 0.0) for axis in undo.keys() | proposal.keys()}
             start = {axis.name: axis.value for axis in profile.personality}
-            applied = {}
+            applied, added = {}, {}
             for axis, amount in change.items():
-                if axis not in start:
+                if axis not in start:  # RustyWorm adds a missing axis with the unscaled amount: its value
+                    added[axis] = round(max(-1.0, min(1.0, amount)), 4)
                     continue
                 new_value = min(1.0, max(-1.0, start[axis] + amount))
                 if abs(new_value - start[axis]) >= 1e-6:
                     applied[axis] = round(new_value - start[axis], 4)
-            added = self._new_axes(session, profile)
-            notes += [f"added {axis} at {value:+.2f} (strong evidence, the profile lacks it)" for axis, value in added.items()]
             session.last_similarity = observation.similarity_to_target
-            session.last_change = {axis: proposal[axis] for axis in proposal if axis in applied} | added
+            session.last_change = {axis: proposal[axis] for axis in proposal if axis in applied or axis in added}
             session.expected = {axis: start[axis] + applied.get(axis, 0.0) for axis in start} | added
         # a new axis is added with the unscaled amount (apply_correction): the amount is its value
         delta = PersonalityDelta(adjustments=[*applied.items(), *added.items()], confidence=1.0, source="Observation")
@@ -140,8 +139,9 @@ class EvidencePolicy:
         return {axis: -amount for axis, amount in session.last_change.items()}
 
     def _propose(self, session: _Session, profile: AiProfile, values: dict[str, float], notes: list[str]) -> dict[str, float]:
-        """The next step: the next half of a split step when one waits, else every axis with evidence (and not
-        rejected) moved toward its estimate by the evidence-weighted share of the gap."""
+        """The next step: the next half of a split step when one waits, else the max_axes largest moves among
+        the axes with evidence (not rejected), each toward its estimate by the evidence-weighted share of the
+        gap, and the channels with strong evidence that no axis of the profile reads (added as new axes)."""
         moves: dict[str, float] = {}
         for axis in profile.personality:
             if axis.name in session.rejected:
@@ -154,6 +154,7 @@ class EvidencePolicy:
             amount = max(-self.params.max_move, min(self.params.max_move, amount))
             if abs(amount) >= MIN_MOVE:
                 moves[axis.name] = amount
+        moves |= {axis: value for axis, value in self._new_axes(session, profile).items() if axis not in session.rejected}
         while session.pending:
             group = [axis for axis in session.pending.pop(0) if axis in moves]
             if group:
@@ -161,7 +162,8 @@ class EvidencePolicy:
                 return {axis: moves[axis] for axis in group}
         largest = sorted(moves, key=lambda axis: -abs(moves[axis]))[: self.params.max_axes]
         moves = {axis: moves[axis] for axis in largest}
-        notes += [f"{axis} {values[axis]:+.2f} -> {values[axis] + amount:+.2f}" for axis, amount in moves.items()]
+        notes += [f"{axis} {values[axis]:+.2f} -> {values[axis] + amount:+.2f}" if axis in values
+                  else f"added {axis} at {amount:+.2f} (strong evidence, the profile lacks it)" for axis, amount in moves.items()]
         return moves
 
     def _new_axes(self, session: _Session, profile: AiProfile) -> dict[str, float]:
