@@ -13,6 +13,11 @@ share of personas that end worse than they started, and RustyWorm's observed-sig
 the end.
 
     PYTHONPATH=$PWD python bench/persona_generalization.py [--personas 200] [--fit-personas 30] [--rllib CKPT]
+        [--generators NAME ...] [--llm-model DIR [--llm-cache runs/persona-llm-texts.parquet]]
+
+--llm-model adds the sixth generator, a real model writing the target's answers from its traits
+(rollout.harnesses.persona.llm_generator), judged only (fitting stays on the five template generators); its
+texts are written once through a vLLM engine and cached in --llm-cache.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from rollout.harnesses.persona.client import (
 )
 from rollout.harnesses.persona.evidence_policy import DEFAULT_PARAMS, PolicyParams
 from rollout.harnesses.persona.generators import GENERATORS, family_persona
+from rollout.harnesses.persona.llm_generator import LLMGenerator
 
 # The fitting grid (bench-side: the policy ships DEFAULT_PARAMS, the fit over all generators).
 GRID = {"cue_scale": (2.0, 4.0), "max_move": (0.5, 2.0), "max_axes": (1, 2)}
@@ -53,6 +59,23 @@ def fit(generators: list[str], count: int, max_observations: int) -> PolicyParam
         if score > best_score:
             best, best_score = params, score
     return best
+
+
+def llm_generator(args: argparse.Namespace) -> LLMGenerator:
+    """The LLM generator with every judge persona's texts cached (written now on a local engine if missing)."""
+    generator = LLMGenerator(args.llm_model, args.llm_cache)
+    personas = [family_persona("judge", "llm", i) for i in range(args.personas)]
+    if any((p.target.id, i) not in generator.texts for p in personas for i in range(args.llm_texts)):
+        import ray
+
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        try:
+            start = time.perf_counter()
+            written = generator.prefill(personas, args.llm_texts)
+            print(f"LLM generator: wrote {written} texts to {args.llm_cache} in {time.perf_counter() - start:.0f} s")
+        finally:
+            ray.shutdown()
+    return generator
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -91,6 +114,9 @@ def main() -> None:
     parser.add_argument("--rllib", metavar="CHECKPOINT", help="the run_dir/checkpoint of `terrarium baseline`")
     parser.add_argument("--generators", nargs="*", default=list(GENERATORS), help="held-out generators to judge")
     parser.add_argument("--fit-all", action="store_true", help="only fit on every generator (DEFAULT_PARAMS) and exit")
+    parser.add_argument("--llm-model", metavar="DIR", help="add the LLM generator (a model directory, e.g. an import)")
+    parser.add_argument("--llm-cache", default="runs/persona-llm-texts.parquet", help="its Parquet text cache")
+    parser.add_argument("--llm-texts", type=int, default=2, help="cached texts per judge persona")
     args = parser.parse_args()
     if args.fit_all:
         print(f"fitted on all generators: {fit(list(GENERATORS), args.fit_personas, args.max_observations)}")
@@ -105,9 +131,13 @@ def main() -> None:
     notes.append("GRPO-trained LLM: skipped here (needs an engine and a trained run; see bench/persona_baselines.py --llm)")
     print(f"{args.personas} judge personas per held-out generator, max {args.max_observations} observations, "
           f"fit on {args.fit_personas} fit personas of each other generator; served default: {DEFAULT_PARAMS}")
-    for held_out in args.generators:
+    held_outs = list(args.generators)
+    if args.llm_model:
+        GENERATORS["llm"] = llm_generator(args)  # judged only: fitting stays on the template generators
+        held_outs.append("llm")
+    for held_out in held_outs:
         start = time.perf_counter()
-        params = fit([g for g in GENERATORS if g != held_out], args.fit_personas, args.max_observations)
+        params = fit([g for g in GENERATORS if g not in (held_out, "llm")], args.fit_personas, args.max_observations)
         print(f"\n### held out: {held_out}  (fitted without it: {params})")
         print("| policy | converged@0.90 [95% CI] | mean observations to converge | mean final convergence "
               "| share ending worse [95% CI] | RustyWorm observed convergence |")

@@ -378,7 +378,7 @@ def build_app(config: ServeConfig, trainer: Any | None = None) -> Application:
     if (config.policy == "llm") != (trainer is not None):
         raise ValueError(
             "policy 'llm' needs a PolicyTrainer actor (learner.online_trainer.start_policy_trainer) and policies "
-            f"'expert' and 'rllib' take none; got policy {config.policy!r} with trainer {trainer!r}"
+            f"'evidence', 'expert' and 'rllib' take none; got policy {config.policy!r} with trainer {trainer!r}"
         )
     engine = model_path = delta_policy = None
     if config.policy == "rllib":

@@ -45,7 +45,7 @@ class PolicyParams:
     length_span: the length ratio that reads as +-1 verbosity; step: the share of the evidence-weighted gap moved
     per request; prior: evidence (in cues) that counts as half certain."""
 
-    cue_scale: float = 2.0
+    cue_scale: float = 4.0
     length_mid: float = 250.0
     length_span: float = 3.0
     step: float = 1.0
