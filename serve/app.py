@@ -178,7 +178,10 @@ class PolicyService:
 
     async def _predict_delta(self, request: PredictDeltaRequest) -> PredictDeltaResponse:
         if self.evidence is not None:
-            delta, confidence, reasoning = self.evidence.predict(request.profile, request.observation)
+            try:
+                delta, confidence, reasoning = self.evidence.predict(request.profile, request.observation)
+            except Exception as exc:  # a defect of the policy must not cost the client its answer: counted
+                return self._fallback(request, f"the evidence policy failed ({type(exc).__name__}: {_short(str(exc))})")
             return PredictDeltaResponse(delta=delta, confidence=confidence, reasoning=reasoning)
         if self.delta_policy is not None:
             delta = self.delta_policy.predict(request.profile, request.observation, observations_used=0)

@@ -117,7 +117,7 @@ def test_a_step_that_lowered_similarity_is_undone_and_memory_is_bounded():
     worse = hedged.model_copy(update={"similarity_to_target": 0.6, "response": "The answer is Paris."})
     second, _, reasoning = policy.predict(after, worse)
     assert dict(second.adjustments)["confidence"] == pytest.approx(-step) and "undone" in reasoning
-    # a profile the memory does not know (another client, or the delta was not applied) starts afresh
+    # a profile not as the delta left it (the client blended in its own nudges, say): no step is judged
     assert "undone" not in policy.predict(profile({"confidence": 0.1}, "evolving"), worse)[2]
     for other in ("a", "b"):
         policy.predict(profile({"confidence": 0.0}, other), hedged)

@@ -9,12 +9,15 @@ Rules:
 - An axis moves only on evidence. An axis whose name (or pole names) no channel reads, or whose channel shows
   no cue in any response so far, is left where it is: silence is not a reading of 0.
 - Steps are sized by evidence: the move toward an estimate is the share W / (W + prior) of the gap, W the
-  amount of evidence, times `step`.
+  amount of evidence, times `step`; a request moves the max_axes largest of these (one, as fitted), so the
+  client's next similarity judges exactly that move. A channel with strong evidence that no axis of the
+  profile reads may be such a move too: its axis is added under the channel's name.
 - Similarity is feedback. The service keeps, per profile id, a small memory (a bounded LRU) of the session:
   the cues so far, the similarity seen with the last request and the changes it asked for. When the profile
-  arrives as that delta left it and similarity fell, the last step is undone and the axes it moved are
-  trusted half as much from then on; when similarity rose, the step is kept. A request whose profile does not
-  match the memory starts a new session (the client restarted, or did not apply the delta).
+  arrives as that delta left it and similarity fell, the last step is undone (a step of several axes is
+  retried half by half, an axis whose move alone lowered it is not moved again); when it rose, it is kept. A request whose profile is not as the last delta
+  left it (the client restarted, blended in its own nudges, or did not apply the delta) judges no step; the
+  evidence gathered for that profile id is kept, since it is evidence about the same target.
 
 `PolicyParams` holds the few numbers that turn cue densities and lengths into axis values; bench/
 persona_generalization.py fits them on training generators only (leave-one-generator-out), and
@@ -181,13 +184,13 @@ class EvidencePolicy:
 
     def _session(self, profile: AiProfile) -> _Session:
         session = self._sessions.get(profile.id)
-        if session is not None:
-            current = {axis.name: axis.value for axis in profile.personality}
-            same = all(abs(current.get(axis, 0.0) - value) <= MATCH_TOLERANCE for axis, value in session.expected.items())
-            if not same or set(current) != set(session.expected):
-                session = None
         if session is None:
             session = _Session()
+        elif session.expected:
+            current = {axis.name: axis.value for axis in profile.personality}
+            same = all(abs(current.get(axis, 0.0) - value) <= MATCH_TOLERANCE for axis, value in session.expected.items())
+            if not same or set(current) != set(session.expected):  # not as our delta left it: judge no step
+                session.last_similarity, session.last_change, session.pending = None, {}, []
         self._sessions[profile.id] = session
         self._sessions.move_to_end(profile.id)
         while len(self._sessions) > self.memory_size:
