@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from rollout.harnesses.persona.analysis import CONVERGED_AT, convergence
+from rollout.harnesses.persona.analysis import convergence
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityAxis
 
 # Axis names a family persona may have: the harness's eleven and as many it never names.
@@ -413,4 +413,4 @@ GENERATORS: dict[str, Generator] = {
     g.name: g for g in (PlainspokenGenerator(), AdverbialGenerator(), ChatGenerator(), EssayistGenerator(), NarratorGenerator())
 }
 
-__all__ = ["AXIS_POOL", "CONVERGED_AT", "FamilyPersona", "GENERATORS", "Generator", "family_persona"]
+__all__ = ["AXIS_POOL", "FamilyPersona", "GENERATORS", "Generator", "family_persona"]

@@ -70,8 +70,9 @@ class LLMGenerator:
         async def write(target: AiProfile, index: int) -> tuple[str, int, str, str]:
             query = random.Random(f"{target.id}-{index}").choice(QUERIES)
             messages = [{"role": "user", "content": trait_prompt(target, query)}]
-            prompt = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-            generation = await engine.generate.remote(list(prompt), sampling, stop, seed + index)
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            prompt = tokenizer.encode(text, add_special_tokens=False)
+            generation = await engine.generate.remote(prompt, sampling, stop, seed + index)
             return target.id, index, query, tokenizer.decode(generation.token_ids, skip_special_tokens=True).strip()
 
         async def write_all() -> list[tuple[str, int, str, str]]:
