@@ -1,14 +1,17 @@
-"""/predict-delta latency and throughput through Ray Serve, against calling the engine directly.
+"""/predict-delta latency and throughput through Ray Serve (and, for policy llm, against calling the engine
+directly).
 
-Starts a local Ray, one vLLM engine on the tiny model (or --model-path) and the policy service on a free
-port, then for each concurrency level sends the same /predict-delta request (a simulated observation of a
-built-in persona) from that many concurrent clients, and the same persona prompt straight to the engine
-actor from as many concurrent callers. Prints p50/p99 latency, requests/s and the Serve/engine ratio.
+Starts a local Ray and the policy service on a free port with --policy (default: the served default, the
+evidence policy, which needs no engine; llm: one vLLM engine on the tiny model or --model-path), then for each
+concurrency level sends the same /predict-delta request (a simulated observation of a built-in persona) from
+that many concurrent clients, and for llm the same persona prompt straight to the engine actor from as many
+concurrent callers. Prints p50/p99 latency, requests/s, the Serve/engine ratio and the fallback rate /version
+reports.
 
 Usage (from the repository root):
-  python bench/serve_latency.py [--levels 1 8 32] [--requests-per-client 8] [--max-tokens 32]
-                                [--model-path DIR]
-The untrained tiny model writes no valid delta, so every Serve answer also runs the expert fallback.
+  python bench/serve_latency.py [--policy evidence|llm] [--levels 1 8 32] [--requests-per-client 8]
+                                [--max-tokens 32] [--model-path DIR]
+The untrained tiny model writes no valid delta, so every llm answer also runs the expert fallback.
 """
 
 from __future__ import annotations
@@ -73,24 +76,31 @@ async def bench(args: argparse.Namespace, url: str, engine, prompt: list[int], b
 
         for _ in range(3):  # warm up both paths
             await via_serve()
-            await via_engine()
-        print(f"prompt {len(prompt)} tokens, max_tokens {args.max_tokens}, {args.requests_per_client} per client")
-        columns = f"{'serve p50':>9} {'p99':>7} {'req/s':>6} | {'engine p50':>10} {'p99':>7} {'req/s':>6}"
-        print(f"{'clients':>7} | {columns} | p50 ratio")
+            if engine is not None:
+                await via_engine()
+        print(f"policy {args.policy}, {args.requests_per_client} requests per client"
+              + (f", prompt {len(prompt)} tokens, max_tokens {args.max_tokens}" if engine is not None else ""))
+        columns = f"{'serve p50':>9} {'p99':>7} {'req/s':>6}"
+        if engine is not None:
+            columns += f" | {'engine p50':>10} {'p99':>7} {'req/s':>6} | p50 ratio"
+        print(f"{'clients':>7} | {columns}")
         for clients in args.levels:
             serve_latencies, serve_wall = await measure(via_serve, clients, args.requests_per_client)
-            engine_latencies, engine_wall = await measure(via_engine, clients, args.requests_per_client)
             count = clients * args.requests_per_client
             s50, s99 = percentile(serve_latencies, 50), percentile(serve_latencies, 99)
-            e50, e99 = percentile(engine_latencies, 50), percentile(engine_latencies, 99)
-            print(
-                f"{clients:>7} | {1000 * s50:>7.0f}ms {1000 * s99:>5.0f}ms {count / serve_wall:>6.1f} | "
-                f"{1000 * e50:>8.0f}ms {1000 * e99:>5.0f}ms {count / engine_wall:>6.1f} | {s50 / e50:.2f}"
-            )
+            line = f"{clients:>7} | {1000 * s50:>7.1f}ms {1000 * s99:>5.0f}ms {count / serve_wall:>6.1f}"
+            if engine is not None:
+                engine_latencies, engine_wall = await measure(via_engine, clients, args.requests_per_client)
+                e50, e99 = percentile(engine_latencies, 50), percentile(engine_latencies, 99)
+                line += f" | {1000 * e50:>8.0f}ms {1000 * e99:>5.0f}ms {count / engine_wall:>6.1f} | {s50 / e50:.2f}"
+            print(line)
+        version = (await http.get("/version")).json()
+        print(f"/version: {version['answers']} answers, fallback rate {version['fallback_rate']:.3f} (one replica)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", choices=["evidence", "llm"], default="evidence", help="the served policy")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients")
     parser.add_argument("--requests-per-client", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens the model may write per request")
@@ -101,6 +111,7 @@ def main() -> None:
     engine_config = EngineConfig(dtype="float32", max_num_seqs=64)
     config = ServeCommandConfig(
         app_name="bench-persona",
+        policy=args.policy,
         port=free_port(),
         model=ModelConfig(path=model_path),
         engine=engine_config,
@@ -110,7 +121,7 @@ def main() -> None:
     )
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
-        (engine,) = start_engines(model_path, engine_config)
+        engine = start_engines(model_path, engine_config)[0] if args.policy == "llm" else None
         url = start_service(config, engine).rstrip("/")  # as `terrarium serve` does, on this engine
 
         profile = neutral_profile()

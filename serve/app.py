@@ -8,7 +8,9 @@
 
 Policy "llm": the served model reads the persona harness's prompt and writes an apply_delta call
 (rollout.harnesses.persona.policy_format); a reply that cannot be used, a prompt that does not fit, or a failed engine falls back to the
-persona expert and says so in `reasoning`, never a 500. Policy "expert": the persona expert answers. Policy
+persona expert and says so in `reasoning`, never a 500. Policy "evidence" (the default): the evidence policy
+(rollout.harnesses.persona.evidence_policy) answers from the response text, patterns and similarity, with a
+bounded per-profile memory in each replica. Policy "expert": the persona expert answers. Policy
 "rllib": the PPO baseline's checkpoint (`terrarium baseline`) answers, loaded by whoever starts the service
 (cluster.serve_command) and handed to build_app; it is trained offline, so /train refuses it. RustyWorm's
 request does not say how many observations of the target came before, so the PPO policy reads every request
@@ -52,6 +54,7 @@ from ray import serve
 from ray.exceptions import RayError
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
+from ray.util.metrics import Counter
 from transformers import AutoTokenizer
 
 from rollout.chat import ChatRenderer
@@ -60,6 +63,7 @@ from rollout.harnesses.tools import ActionParseError
 from rollout.models.checkpoints import describe_checkpoint
 from rollout.models.source import resolve_model_path
 from rollout.harnesses.persona import estimator
+from rollout.harnesses.persona.evidence_policy import EvidencePolicy
 from rollout.harnesses.persona.models import EvolutionTrajectory
 from rollout.data.store import open_store
 from rollout.data.trajectory import Trajectory
@@ -84,6 +88,7 @@ TRAIN_REQUEST_KIND = "train_request"  # one per distinct set of trajectory ids: 
 TRAIN_ANSWER_KIND = "train_answer"  # that request's answer, returned to its retries
 _ANSWER_POLL_S = 0.25
 DEPLOYMENT_NAME = "PolicyService"
+FALLBACK = "Fallback"  # how a fallback answer's reasoning starts (counted in /version and the metrics)
 _MAX_ERROR_CHARS = 300  # of a model reply or an exception quoted in a response
 LOSS_TYPES = {"MINIRL": "minirl", "GRPO": "grpo"}  # RustyWorm's names -> the learner's
 logger = logging.getLogger(__name__)
@@ -140,6 +145,11 @@ class PolicyService:
         self.trainer = build.trainer
         self.engine = build.engine
         self.delta_policy = build.delta_policy
+        self.evidence = EvidencePolicy() if self.config.policy == "evidence" else None
+        self.answers = self.fallbacks = 0  # /predict-delta answers of this replica, and how many were fallbacks
+        self.answer_counter = Counter(
+            "terrarium_predict_delta_answers", "/predict-delta answers, by outcome (policy or fallback)", ("outcome",)
+        )
         self.published = PublishedPolicy()
         self.store = open_store(self.config.store) if self.config.store is not None else None
         self.store_lock = asyncio.Lock()  # one store write at a time per replica
@@ -171,10 +181,27 @@ class PolicyService:
             model_path=self.build.model_path,
             checkpoint=self.config.checkpoint if self.delta_policy is not None else self.published.checkpoint,
             checkpoint_step=self.published.checkpoint_step,
+            answers=self.answers,
+            fallbacks=self.fallbacks,
+            fallback_rate=self.fallbacks / self.answers if self.answers else 0.0,
         )
 
     @api.post("/predict-delta", response_model=PredictDeltaResponse)
     async def predict_delta(self, request: PredictDeltaRequest) -> PredictDeltaResponse:
+        answer = await self._predict_delta(request)
+        fallback = answer.reasoning.startswith(FALLBACK)
+        self.answers += 1
+        self.fallbacks += fallback
+        self.answer_counter.inc(tags={"outcome": "fallback" if fallback else "policy"})
+        return answer
+
+    async def _predict_delta(self, request: PredictDeltaRequest) -> PredictDeltaResponse:
+        if self.evidence is not None:
+            try:
+                delta, confidence, reasoning = self.evidence.predict(request.profile, request.observation)
+            except Exception as exc:  # a defect of the policy must not cost the client its answer: counted
+                return self._fallback(request, f"the evidence policy failed ({type(exc).__name__}: {_short(str(exc))})")
+            return PredictDeltaResponse(delta=delta, confidence=confidence, reasoning=reasoning)
         if self.delta_policy is not None:
             delta = self.delta_policy.predict(request.profile, request.observation, observations_used=0)
             reasoning = (
@@ -212,7 +239,7 @@ class PolicyService:
     def _fallback(self, request: PredictDeltaRequest, why: str) -> PredictDeltaResponse:
         delta, confidence, reasoning = estimator.predict_delta(request.profile, request.observation)
         return PredictDeltaResponse(
-            delta=delta, confidence=confidence, reasoning=f"Fallback to the persona expert because {why}. {reasoning}"
+            delta=delta, confidence=confidence, reasoning=f"{FALLBACK} to the persona expert because {why}. {reasoning}"
         )
 
     @api.post("/train", response_model=TrainResponse)
@@ -226,12 +253,17 @@ class PolicyService:
         if self.store is None:
             raise HTTPException(503, "no trajectory store is configured: /train keeps trajectories before training")
         documents = [trajectory.model_dump(mode="json") for trajectory in request.trajectories]
-        if self.trainer is None:
-            await self._put(EVOLUTION_KIND, documents)
-            detail = f"stored {len(documents)} trajectories; policy '{self.config.policy}' has no model to train"
-            raise HTTPException(409, detail)
-
         start = time.perf_counter()
+        if self.trainer is None:  # evidence/expert: no model; keep the data, answer as RustyWorm expects
+            await self._put(EVOLUTION_KIND, documents)
+            return TrainResponse(
+                loss=0.0,
+                training_time_ms=round(1000 * (time.perf_counter() - start)),
+                num_trajectories_used=0,
+                loss_type=request.loss_type,
+                policy_version=None,
+            )
+
         key = hashlib.sha256("\n".join(sorted({t.id for t in request.trajectories})).encode()).hexdigest()
         if key not in await self._put(TRAIN_REQUEST_KIND, [{"id": key}]):  # a retry: answer as the first did
             earlier = await self._earlier_answer(key)
@@ -408,7 +440,7 @@ def build_app(config: ServeConfig, trainer: Any | None = None, delta_policy: Any
     if (config.policy == "llm") != (trainer is not None):
         raise ValueError(
             "policy 'llm' needs a PolicyTrainer actor (learner.online_trainer.start_policy_trainer) and policies "
-            f"'expert' and 'rllib' take none; got policy {config.policy!r} with trainer {trainer!r}"
+            f"'evidence', 'expert' and 'rllib' take none; got policy {config.policy!r} with trainer {trainer!r}"
         )
     if (config.policy == "rllib") != (delta_policy is not None):
         raise ValueError("policy 'rllib' needs its loaded checkpoint policy (delta_policy), and only it takes one")

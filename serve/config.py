@@ -17,9 +17,11 @@ from rollout.engine import EngineConfig, SamplingConfig
 from rollout.models.source import ModelConfig
 from rollout.data.store import StoreConfig
 
-# llm: the served model writes the delta; expert: the persona expert; rllib: a PPO checkpoint of
-# `terrarium baseline`, loaded by cluster.serve_command (cluster.evaluation.load_checkpoint_policy) and handed in.
-PolicyKind = Literal["llm", "expert", "rllib"]
+# evidence (default): the evidence policy (rollout.harnesses.persona.evidence_policy), the winner of the
+# leave-one-generator-out table (bench/persona_generalization.py); llm: the served model writes the delta;
+# expert: the persona expert; rllib: a PPO checkpoint of `terrarium baseline`, loaded by cluster.serve_command
+# (cluster.evaluation.load_checkpoint_policy) and handed in.
+PolicyKind = Literal["evidence", "llm", "expert", "rllib"]
 
 
 class AutoscalingSettings(BaseModel):
@@ -50,7 +52,9 @@ class ServeConfig(BaseModel):
     max_ongoing_requests: int = Field(64, ge=1, description="per replica; the engine batches what they send")
     replica_num_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved per replica")
     policy: PolicyKind = Field(
-        "llm", description="llm: the served model writes the delta; expert: the persona expert; rllib: a PPO checkpoint"
+        "evidence",
+        description="evidence: the evidence policy (default); llm: the served model writes the delta; expert: the "
+        "persona expert; rllib: a PPO checkpoint",
     )
     model: ModelConfig = Field(default_factory=ModelConfig, description="base weights and tokenizer")
     checkpoint: str | None = Field(
@@ -95,8 +99,10 @@ class ServeConfig(BaseModel):
             raise ValueError("the replicas share one engine: engine.num_engines must be 1")
         if self.checkpoint is not None and self.run_dir is not None:
             raise ValueError("give checkpoint or run_dir, not both")
-        if self.policy == "expert" and (self.checkpoint is not None or self.run_dir is not None):
-            raise ValueError("policy 'expert' serves no weights: checkpoint and run_dir need policy 'llm' or 'rllib'")
+        if self.policy in ("expert", "evidence") and (self.checkpoint is not None or self.run_dir is not None):
+            raise ValueError(
+                f"policy {self.policy!r} serves no weights: checkpoint and run_dir need policy 'llm' or 'rllib'"
+            )
         if self.policy == "rllib" and (self.checkpoint is None or self.run_dir is not None):
             raise ValueError(
                 "policy 'rllib' serves one RLlib checkpoint: set checkpoint (e.g. runs/persona-baseline/checkpoint), "

@@ -113,3 +113,6 @@ class VersionResponse(_Body):
     model_path: str | None
     checkpoint: str | None = Field(None, description="the published checkpoint; null: the base model")
     checkpoint_step: int | None = Field(None, description="its learner optimizer step, when it is a checkpoint")
+    answers: int = Field(0, description="/predict-delta answers of the replica that answered")
+    fallbacks: int = Field(0, description="of them, fallbacks to the persona expert (reasoning says 'Fallback')")
+    fallback_rate: float = Field(0.0, description="fallbacks / answers; 0 before the first answer")

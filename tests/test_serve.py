@@ -41,6 +41,7 @@ from rollout.engine import SamplingConfig, serialize_state_dict
 from rollout.harnesses.persona.harness import PersonaHarness, first_observation_text
 from rollout.harnesses.tools import ActionParseError, format_action
 from rollout.harnesses.persona.estimator import predict_delta
+from rollout.harnesses.persona.evidence_policy import EvidencePolicy
 from rollout.harnesses.persona.models import (
     AiProfile,
     BehaviorObservation,
@@ -144,7 +145,7 @@ def service(ray_session, serve_port, engine, tiny_model_dir, tmp_path_factory):
     config = load_serve_config(
         SERVE_CONFIG,
         [
-            "app_name=test-persona", f"port={port}", f"model.path={tiny_model_dir}", "sampling.max_tokens=24",
+            "app_name=test-persona", "policy=llm", f"port={port}", f"model.path={tiny_model_dir}", "sampling.max_tokens=24",
             "max_body_bytes=65536", "replica_num_cpus=0.1", "num_replicas=2", f"store.root={tmp_path_factory.mktemp('serve-store')}",
             "trainer.lr=1e-3", "trainer.num_cpus=0.1",
         ],
@@ -312,6 +313,8 @@ def test_predict_delta_in_rust_form_falls_back_to_the_expert(client):
     assert delta.model_dump(mode="json") == body["delta"]  # the exact serde shape comes back
     assert body["reasoning"].startswith("Fallback to the persona expert because the policy's reply")
     assert body["policy_version"] is None
+    version = client.get("/version").json()  # every fallback is counted (one replica answers both)
+    assert version["fallbacks"] >= 1 and version["fallback_rate"] == version["fallbacks"] / version["answers"] > 0
 
     profile = AiProfile.model_validate_json(PROFILE_JSON)
     expected, confidence, _ = predict_delta(profile, BehaviorObservation.model_validate_json(OBSERVATION_JSON))
@@ -388,8 +391,9 @@ def test_api_key_is_required_when_configured(service):
         # The expert has no model to train: the records are kept, and the answer says nothing was trained.
         trajectories = _trajectories([0.1, 0.2])
         request = {"trajectories": trajectories, "importance_weights": [1, 1], "loss_type": "GRPO"}
-        refused = http.post("/train", json=request, headers=headers)
-        assert refused.status_code == 409 and "no model to train" in refused.json()["detail"]
+        kept = http.post("/train", json=request, headers=headers)  # RustyWorm's client needs a 200 answer
+        assert kept.status_code == 200, kept.text
+        assert kept.json()["num_trajectories_used"] == 0 and kept.json()["policy_version"] is None
     with open_store(service.secure_config.store) as store:
         assert [doc["id"] for doc in store.get_documents(EVOLUTION_KIND)] == [t["id"] for t in trajectories]
 
@@ -640,12 +644,13 @@ def test_publish_without_a_running_llm_app_is_a_logged_no_op(service, tmp_path, 
 
 
 def test_terrarium_serve_command_serves_until_ctrl_c(service, ray_session):
-    """The real command in a subprocess, on the session's Ray (RAY_ADDRESS) and Serve's port."""
+    """The real command in a subprocess, on the session's Ray (RAY_ADDRESS) and Serve's port, with the config's
+    default policy: the evidence policy answers /predict-delta, with no fallback."""
     from ray import serve
 
     port = service.config.port
     command = [
-        sys.executable, "-m", "cluster.cli", "serve", str(SERVE_CONFIG), "policy=expert", "app_name=test-cli",
+        sys.executable, "-m", "cluster.cli", "serve", str(SERVE_CONFIG), "app_name=test-cli",
         f"port={port}", "route_prefix=/cli", "replica_num_cpus=0.1", "store=null",
     ]
     env = os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
@@ -658,15 +663,18 @@ def test_terrarium_serve_command_serves_until_ctrl_c(service, ray_session):
         while not any(line.startswith("Serving") for line in output):
             output.append(lines.get(timeout=180))  # queue.Empty: the command never came up
         url = f"http://127.0.0.1:{port}/cli"
-        assert f"Serving 'test-cli' (expert policy) at {url}" in "".join(output)
+        assert f"Serving 'test-cli' (evidence policy) at {url}" in "".join(output)
         assert httpx.get(f"{url}/health", timeout=60).status_code == 200
         response = httpx.post(f"{url}/predict-delta", content=PREDICT_JSON,
                               headers={"Content-Type": "application/json"}, timeout=60)
         assert response.status_code == 200, response.text
-        expected, _, _ = predict_delta(
+        expected, _, _ = EvidencePolicy().predict(
             AiProfile.model_validate_json(PROFILE_JSON), BehaviorObservation.model_validate_json(OBSERVATION_JSON)
         )
-        assert PredictDeltaResponse.model_validate(response.json()).delta == expected
+        answer = PredictDeltaResponse.model_validate(response.json())
+        assert answer.delta == expected and answer.reasoning.startswith("evidence policy")
+        version = httpx.get(f"{url}/version", timeout=60).json()
+        assert (version["policy_kind"], version["answers"], version["fallback_rate"]) == ("evidence", 1, 0.0)
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=120)

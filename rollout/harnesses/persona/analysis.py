@@ -220,3 +220,25 @@ def shaped_reward(best_before: float, after: float) -> float:
         reward *= 1.5
     reward *= 1.0 + after
     return max(-1.0, min(1.0, reward))
+
+
+def observed_convergence(profile: AiProfile, responses: list[str]) -> float:
+    """RustyWorm's compute_convergence: the mean over dimensions of 1 - |profile value - observed value|,
+    against the behaviour signature of `responses`: confidence vs 1 - 2 * hedging, response_style.verbosity
+    vs clamp(avg_len / 1000), response_style.formality vs vocabulary complexity, autonomy vs the question rate
+    (clamped to [0, 1]), and the share of the profile's signature phrases seen. The axis dimensions count only
+    when the profile has that axis, the phrase one only when it has signature phrases."""
+    signature = behavior_signature(responses)
+    pairs = [
+        (profile.response_style.verbosity, min(1.0, signature.avg_response_length / 1000.0)),
+        (profile.response_style.formality, signature.vocabulary_complexity),
+    ]
+    confidence, autonomy = profile.personality_value("confidence"), profile.personality_value("autonomy")
+    if confidence is not None:
+        pairs.append((confidence, 1.0 - 2.0 * signature.hedging_level))
+    if autonomy is not None:
+        pairs.append((autonomy, min(1.0, signature.question_asking_rate)))
+    if profile.signature_phrases:
+        seen = sum(any(phrase in r for r in responses) for phrase in profile.signature_phrases)
+        pairs.append((1.0, seen / len(profile.signature_phrases)))
+    return sum(1.0 - min(1.0, abs(a - b)) for a, b in pairs) / len(pairs)

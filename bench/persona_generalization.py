@@ -1,0 +1,157 @@
+"""Leave-one-generator-out: persona policies judged on a behaviour generator they were not fitted on.
+
+For each generator G of rollout.harnesses.persona.generators: the evidence policy's parameters are fitted
+(a small grid, bench-side) on the OTHER generators' "fit" personas only, then every policy plays G's "judge"
+personas (seed namespaces never used for fitting) as a simulated RustyWorm client (rollout.harnesses.persona.
+client): up to --max-observations observations, converged at convergence >= 0.90 to the hidden target.
+
+Rows: RustyWorm's own heuristic (refine_profile), the persona expert as /predict-delta serves it, the RLlib PPO
+checkpoint (given --rllib; skipped otherwise), the evidence policy fitted without G, and the served default
+(DEFAULT_PARAMS, shipped in code). Columns: converged@0.90 with a 95% Wilson interval, mean observations to
+converge (over converged personas) and mean final convergence to the target with 95% normal intervals, the
+share of personas that end worse than they started, and RustyWorm's observed-signature compute_convergence at
+the end.
+
+    PYTHONPATH=$PWD python bench/persona_generalization.py [--personas 200] [--fit-personas 30] [--rllib CKPT]
+        [--generators NAME ...] [--llm-model DIR [--llm-cache runs/persona-llm-texts.parquet]]
+
+--llm-model adds the sixth generator, a real model writing the target's answers from its traits
+(rollout.harnesses.persona.llm_generator), judged only (fitting stays on the five template generators); its
+texts are written once through a vLLM engine and cached in --llm-cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import random
+import statistics
+import time
+
+from rollout.harnesses.persona.client import (
+    CheckpointClientPolicy, DeltaPolicy, EpisodeResult, EvidenceClientPolicy, ExpertClientPolicy,
+    HeuristicClientPolicy, play_episode,
+)
+from rollout.harnesses.persona.evidence_policy import DEFAULT_PARAMS, PolicyParams
+from rollout.harnesses.persona.generators import GENERATORS, family_persona
+from rollout.harnesses.persona.llm_generator import LLMGenerator
+
+# The fitting grid (bench-side: the policy ships DEFAULT_PARAMS, the fit over all generators).
+GRID = {"cue_scale": (2.0, 4.0), "max_move": (0.5, 2.0), "max_axes": (1, 2)}
+
+
+def play_all(policy: DeltaPolicy, generator: str, purpose: str, count: int, max_observations: int) -> list[EpisodeResult]:
+    return [
+        play_episode(policy, family_persona(purpose, generator, i), GENERATORS[generator],
+                     random.Random(f"{purpose}-episode-{generator}-{i}"), max_observations)
+        for i in range(count)
+    ]
+
+
+def fit(generators: list[str], count: int, max_observations: int) -> PolicyParams:
+    """The grid point with the best mean final convergence (converged rate as tie-break) on `generators`."""
+    best, best_score = DEFAULT_PARAMS, (-1.0, -1.0)
+    for values in itertools.product(*GRID.values()):
+        params = PolicyParams(**dict(zip(GRID, values)))
+        results = [r for g in generators for r in play_all(EvidenceClientPolicy(params), g, "fit", count, max_observations)]
+        score = (statistics.mean(r.final_convergence for r in results), statistics.mean(r.converged for r in results))
+        if score > best_score:
+            best, best_score = params, score
+    return best
+
+
+def llm_generator(args: argparse.Namespace) -> LLMGenerator:
+    """The LLM generator with every judge persona's texts cached (written now on a local engine if missing)."""
+    generator = LLMGenerator(args.llm_model, args.llm_cache)
+    personas = [family_persona("judge", "llm", i) for i in range(args.personas)]
+    if any((p.target.id, i) not in generator.texts for p in personas for i in range(args.llm_texts)):
+        import ray
+
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        try:
+            start = time.perf_counter()
+            written = generator.prefill(personas, args.llm_texts)
+            print(f"LLM generator: wrote {written} texts to {args.llm_cache} in {time.perf_counter() - start:.0f} s")
+        finally:
+            ray.shutdown()
+    return generator
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def mean_ci(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = statistics.mean(values)
+    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return f"{mean:.3f} ± {half:.3f}"
+
+
+def row(name: str, results: list[EpisodeResult]) -> str:
+    n = len(results)
+    converged = [r for r in results if r.converged]
+    low, high = wilson(len(converged), n)
+    worse = sum(r.worse for r in results)
+    worse_low, worse_high = wilson(worse, n)
+    return (
+        f"| {name} | {len(converged) / n:.3f} [{low:.3f}, {high:.3f}] | {mean_ci([float(r.observations) for r in converged])} "
+        f"| {mean_ci([r.final_convergence for r in results])} | {worse / n:.3f} [{worse_low:.3f}, {worse_high:.3f}] "
+        f"| {mean_ci([r.observed_convergence for r in results])} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--personas", type=int, default=200, help="judge personas per held-out generator")
+    parser.add_argument("--fit-personas", type=int, default=30, help="fit personas per training generator")
+    parser.add_argument("--max-observations", type=int, default=10)
+    parser.add_argument("--rllib", metavar="CHECKPOINT", help="the run_dir/checkpoint of `terrarium baseline`")
+    parser.add_argument("--generators", nargs="*", default=list(GENERATORS), help="held-out generators to judge")
+    parser.add_argument("--fit-all", action="store_true", help="only fit on every generator (DEFAULT_PARAMS) and exit")
+    parser.add_argument("--llm-model", metavar="DIR", help="add the LLM generator (a model directory, e.g. an import)")
+    parser.add_argument("--llm-cache", default="runs/persona-llm-texts.parquet", help="its Parquet text cache")
+    parser.add_argument("--llm-texts", type=int, default=2, help="cached texts per judge persona")
+    args = parser.parse_args()
+    if args.fit_all:
+        print(f"fitted on all generators: {fit(list(GENERATORS), args.fit_personas, args.max_observations)}")
+        return
+
+    fixed: list[tuple[str, DeltaPolicy]] = [("RustyWorm heuristic", HeuristicClientPolicy()), ("expert (served)", ExpertClientPolicy())]
+    if args.rllib:
+        from rollout.evaluation import load_checkpoint_policy
+
+        fixed.append(("RLlib PPO", CheckpointClientPolicy(load_checkpoint_policy(f"rllib:{args.rllib}"))))
+    notes = [] if args.rllib else ["RLlib PPO: skipped (no --rllib checkpoint given)"]
+    notes.append("GRPO-trained LLM: skipped here (needs an engine and a trained run; see bench/persona_baselines.py --llm)")
+    print(f"{args.personas} judge personas per held-out generator, max {args.max_observations} observations, "
+          f"fit on {args.fit_personas} fit personas of each other generator; served default: {DEFAULT_PARAMS}")
+    held_outs = list(args.generators)
+    if args.llm_model:
+        GENERATORS["llm"] = llm_generator(args)  # judged only: fitting stays on the template generators
+        held_outs.append("llm")
+    for held_out in held_outs:
+        start = time.perf_counter()
+        params = fit([g for g in GENERATORS if g not in (held_out, "llm")], args.fit_personas, args.max_observations)
+        print(f"\n### held out: {held_out}  (fitted without it: {params})")
+        print("| policy | converged@0.90 [95% CI] | mean observations to converge | mean final convergence "
+              "| share ending worse [95% CI] | RustyWorm observed convergence |")
+        print("|---|---|---|---|---|---|")
+        rows = [*fixed, ("evidence policy (fitted without it)", EvidenceClientPolicy(params)),
+                ("evidence policy (served default)", EvidenceClientPolicy(DEFAULT_PARAMS))]
+        for name, policy in rows:
+            results = play_all(policy, held_out, "judge", args.personas, args.max_observations)
+            print(row(name, results), flush=True)
+        starts = [r.start_convergence for r in results]
+        print(f"start convergence {mean_ci(starts)}; {time.perf_counter() - start:.0f} s")
+    for note in notes:
+        print(note)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""A simulated RustyWorm client: evolves a starting profile toward a hidden target by asking a delta policy
+for a PersonalityDelta after each observation, as the Rust client does through /predict-delta.
+
+One episode: up to max_observations times, the generator writes one BehaviorObservation of the target
+(similarity_to_target: the generator's own measure of the current profile), the policy answers a delta, the
+client applies it with apply_correction. Converged when the convergence to the hidden target
+(analysis.convergence) reaches 0.90. Both convergences are recorded: to the hidden target, and RustyWorm's
+observed-signature compute_convergence against the responses seen (analysis.observed_convergence).
+
+Policies here speak the service's interface, predict(profile, observation) -> PersonalityDelta, plus
+new_episode() (a stateless policy ignores it). The adapters wrap the project's other policies so the
+leave-one-generator-out table plays them all on the same personas.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+from rollout.harnesses.base import Observation
+from rollout.harnesses.persona.analysis import CONVERGED_AT, convergence, observed_convergence
+from rollout.harnesses.persona.estimator import RustyWormHeuristic, predict_delta
+from rollout.harnesses.persona.evidence_policy import EvidencePolicy, PolicyParams
+from rollout.harnesses.persona.generators import FamilyPersona, Generator
+from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta, apply_correction
+
+MAX_OBSERVATIONS = 10
+
+
+class DeltaPolicy(Protocol):
+    def new_episode(self) -> None: ...
+
+    def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta: ...
+
+
+@dataclass
+class EpisodeResult:
+    converged: bool
+    observations: int  # observations used (deltas asked for)
+    start_convergence: float
+    final_convergence: float
+    observed_convergence: float  # RustyWorm's compute_convergence at the end
+
+    @property
+    def worse(self) -> bool:
+        return self.final_convergence < self.start_convergence - 1e-9
+
+
+def play_episode(
+    policy: DeltaPolicy, persona: FamilyPersona, generator: Generator, rng: random.Random,
+    max_observations: int = MAX_OBSERVATIONS,
+) -> EpisodeResult:
+    policy.new_episode()
+    profile = persona.start
+    start = convergence(profile, persona.target)
+    responses: list[str] = []
+    final = start
+    for used in range(1, max_observations + 1):
+        observation = generator.observe(persona.target, profile, rng)
+        responses.append(observation.response)
+        profile = apply_correction(profile, policy.predict(profile, observation))
+        final = convergence(profile, persona.target)
+        if final >= CONVERGED_AT:
+            return EpisodeResult(True, used, start, final, observed_convergence(profile, responses))
+    return EpisodeResult(False, max_observations, start, final, observed_convergence(profile, responses))
+
+
+class EvidenceClientPolicy:
+    def __init__(self, params: PolicyParams | None = None) -> None:
+        self.policy = EvidencePolicy(params) if params is not None else EvidencePolicy()
+
+    def new_episode(self) -> None:
+        self.policy.forget()
+
+    def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
+        return self.policy.predict(profile, observation)[0]
+
+
+class ExpertClientPolicy:
+    """The persona expert as /predict-delta serves it (one request, no history)."""
+
+    def new_episode(self) -> None:
+        return None
+
+    def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
+        return predict_delta(profile, observation)[0]
+
+
+class HeuristicClientPolicy:
+    """RustyWorm's own refine_profile over the responses seen this episode (what the client does alone)."""
+
+    def __init__(self) -> None:
+        self.heuristic = RustyWormHeuristic()
+
+    def new_episode(self) -> None:
+        self.heuristic.reset()
+
+    def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
+        facts = {"observation": observation.model_dump(mode="json"), "profile": profile.model_dump(mode="json")}
+        action = self.heuristic.act(Observation(content="", metadata=facts))
+        arguments = action.arguments
+        return PersonalityDelta(adjustments=list(arguments["adjustments"].items()), confidence=arguments["confidence"])
+
+
+class CheckpointClientPolicy:
+    """A loaded checkpoint policy with predict(profile, observation, observations_used) (the RLlib PPO one)."""
+
+    def __init__(self, loaded) -> None:
+        self.loaded = loaded
+        self.used = 0
+
+    def new_episode(self) -> None:
+        self.used = 0
+
+    def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
+        delta = self.loaded.predict(profile, observation, observations_used=self.used)
+        self.used += 1
+        return delta

@@ -1,0 +1,150 @@
+"""Persona policies on clients they were not built for: the generator family, the evidence policy, both
+convergences, and the held-out comparison with RustyWorm's heuristic."""
+
+from __future__ import annotations
+
+import inspect
+import random
+import re
+import statistics
+
+import pytest
+
+from rollout.harnesses.persona import generators as generators_module
+from rollout.harnesses.persona.analysis import TRAIT_MARKERS, convergence, observed_convergence
+from rollout.harnesses.persona.client import EvidenceClientPolicy, HeuristicClientPolicy, play_episode
+from rollout.harnesses.persona.evidence_policy import EvidencePolicy
+from rollout.harnesses.persona.generators import AXIS_POOL, GENERATORS, MAX_AXES, MIN_AXES, family_persona
+from rollout.harnesses.persona.lexicon import axis_channel, parse_patterns
+from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityAxis, apply_correction
+from rollout.harnesses.persona.profiles import AXES
+from rollout.harnesses.persona.simulator import BODY_SENTENCES
+
+
+def profile(axes: dict[str, float], profile_id: str = "p") -> AiProfile:
+    return AiProfile(
+        id=profile_id, display_name="P",
+        personality=[PersonalityAxis(name=n, value=v, negative_pole="low", positive_pole="high") for n, v in axes.items()],
+    )
+
+
+# --- the generator family ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+def test_generators_write_valid_observations_with_their_own_similarity(name):
+    generator = GENERATORS[name]
+    for index in range(10):
+        persona = family_persona("fit", name, index)
+        rng = random.Random(index)
+        seen = generator.observe(persona.target, persona.start, rng)
+        again = BehaviorObservation.model_validate(seen.model_dump(mode="json"))  # RustyWorm's exact shape
+        assert again == seen and seen.response.strip() and seen.query
+        assert all(isinstance(p, str) for p in seen.patterns)
+        assert 0.0 <= seen.similarity_to_target < 1.0 and 0.0 <= seen.confidence <= 1.0
+        assert generator.observe(persona.target, persona.target, rng).similarity_to_target == 1.0
+
+
+def test_generators_are_independent_of_the_simulator_and_of_each_other():
+    imports = " ".join(re.findall(r"^(?:from|import) .*$", inspect.getsource(generators_module), re.M))
+    for name in ("simulator", "TRAIT_MARKERS", "HEDGE_WORDS", "REGISTER", "lexicon", "evidence_policy", "estimator"):
+        assert name not in imports
+    simulator_text = {s for pairs in BODY_SENTENCES.values() for pair in pairs for s in pair} | {
+        s for poles in TRAIT_MARKERS.values() for pole in poles for s in pole}
+    vocabularies = {}
+    for name, generator in GENERATORS.items():
+        texts = [generator.observe(family_persona("fit", name, i).target, family_persona("fit", name, i).start,
+                                   random.Random(i)).response for i in range(30)]
+        assert not any(sentence in text for sentence in simulator_text for text in texts)
+        vocabularies[name] = set(re.findall(r"[a-z']+", " ".join(texts).lower()))
+    for a in GENERATORS:
+        for b in GENERATORS:
+            if a < b:  # no two generators share most of their words
+                overlap = len(vocabularies[a] & vocabularies[b]) / len(vocabularies[a] | vocabularies[b])
+                assert overlap < 0.3, (a, b, overlap)
+
+
+def test_family_personas_are_varied_and_fit_and_judge_never_meet():
+    targets = [family_persona("judge", "chat", i) for i in range(100)]
+    sizes = [len(p.target.personality) for p in targets]
+    assert min(sizes) >= MIN_AXES and max(sizes) <= MAX_AXES and len(set(sizes)) >= 6
+    names = {axis.name for p in targets for axis in p.target.personality}
+    assert names - set(AXES) and names <= set(AXIS_POOL)
+    values = [axis.value for p in targets for axis in p.target.personality]
+    assert min(values) < -0.9 and max(values) > 0.9 and any(abs(v) < 0.1 for v in values)
+    assert all(convergence(p.start, p.target) < 0.88 for p in targets)
+    assert any(any(a.value != 0 for a in p.start.personality) for p in targets)  # starts are not neutral
+    assert any({a.name for a in p.target.personality} - {a.name for a in p.start.personality} for p in targets)
+    fit = {p.target.model_dump_json(exclude={"id"}) for p in (family_persona("fit", "chat", i) for i in range(100))}
+    assert not fit & {p.target.model_dump_json(exclude={"id"}) for p in targets}
+
+
+# --- reading the client --------------------------------------------------------------------------------
+
+
+def test_patterns_parse_in_any_spelling_and_junk_is_skipped():
+    values = parse_patterns(["Hedging:0.17", "tone: 0.2", "Length: 412 chars", "Questions asked: 3",
+                             "Vocabulary complexity: 0.62", "Tone: warm", "Foo:bar", "", "Cadence:1e9x"])
+    assert values == {"hedging": 0.17, "tone": 0.2, "length": 412.0, "questions": 3.0, "vocabulary": 0.62}
+
+
+def test_axes_are_read_by_name_stem_or_pole_and_unknown_ones_by_nothing():
+    assert axis_channel(PersonalityAxis(name="enthusiastic", value=0, negative_pole="a", positive_pole="b"))[0] == "enthusiasm"
+    assert axis_channel(PersonalityAxis(name="t7", value=0, negative_pole="uncertain", positive_pole="x")) == ("certainty", 1.0)
+    assert axis_channel(PersonalityAxis(name="timidity", value=0, negative_pole="a", positive_pole="b")) == ("certainty", -1.0)
+    assert axis_channel(PersonalityAxis(name="zorblax", value=0, negative_pole="low", positive_pole="high")) is None
+
+
+def test_no_axis_moves_without_evidence():
+    policy = EvidencePolicy()
+    start = profile({"confidence": 0.8, "humor": -0.6, "zorblax": 0.4})
+    plain = BehaviorObservation(query="q", response="The capital of France is Paris.", patterns=[], similarity_to_target=0.7)
+    delta, _, reasoning = policy.predict(start, plain)
+    assert delta.adjustments == [] and "nothing moved" in reasoning
+    hedged = BehaviorObservation(query="q", response="Maybe it is Paris, I think. Perhaps not, I'm not sure.",
+                                 patterns=["Unknown thing", "Weird:stuff"], similarity_to_target=0.7)
+    moved = dict(EvidencePolicy().predict(start, hedged)[0].adjustments)
+    assert moved.keys() == {"confidence"} and moved["confidence"] < 0  # humor and zorblax have no evidence
+
+
+def test_a_step_that_lowered_similarity_is_undone_and_memory_is_bounded():
+    policy = EvidencePolicy(memory_size=2)
+    start = profile({"confidence": 0.8}, "evolving")
+    hedged = BehaviorObservation(query="q", response="Maybe, I think. Perhaps, probably.", similarity_to_target=0.7)
+    first = policy.predict(start, hedged)[0]
+    step = dict(first.adjustments)["confidence"]
+    after = apply_correction(start, first)
+    worse = hedged.model_copy(update={"similarity_to_target": 0.6, "response": "The answer is Paris."})
+    second, _, reasoning = policy.predict(after, worse)
+    assert dict(second.adjustments)["confidence"] == pytest.approx(-step) and "undone" in reasoning
+    # a profile not as the delta left it (the client blended in its own nudges, say): no step is judged
+    assert "undone" not in policy.predict(profile({"confidence": 0.1}, "evolving"), worse)[2]
+    for other in ("a", "b"):
+        policy.predict(profile({"confidence": 0.0}, other), hedged)
+    assert "evolving" not in policy._sessions and len(policy._sessions) == 2
+
+
+def test_observed_convergence_is_rustyworms_signature_agreement():
+    response = "A plain answer without hedges or questions."
+    matching = profile({"confidence": 1.0, "autonomy": 0.0})
+    matching.response_style.verbosity = len(response) / 1000
+    assert observed_convergence(matching, [response]) == pytest.approx(1.0)
+    off = profile({"confidence": -1.0, "autonomy": 1.0})
+    assert observed_convergence(off, [response]) < 0.5
+
+
+# --- held out: the evidence policy against RustyWorm's heuristic --------------------------------------------
+
+
+@pytest.mark.parametrize("held_out", ["plainspoken", "narrator"])
+def test_evidence_policy_beats_the_heuristic_on_held_out_personas(held_out):
+    """40 judge personas (never used for fitting) of a generator: the served policy converges more often than
+    RustyWorm's own heuristic, and leaves profiles better on average than it found them."""
+    results = {}
+    for name, policy in (("heuristic", HeuristicClientPolicy()), ("evidence", EvidenceClientPolicy())):
+        results[name] = [play_episode(policy, family_persona("judge", held_out, i), GENERATORS[held_out],
+                                      random.Random(f"test-{held_out}-{i}")) for i in range(40)]
+    converged = {name: statistics.mean(r.converged for r in rs) for name, rs in results.items()}
+    gain = {name: statistics.mean(r.final_convergence - r.start_convergence for r in rs) for name, rs in results.items()}
+    assert converged["evidence"] >= converged["heuristic"] + 0.1, converged
+    assert gain["evidence"] > 0.02 and gain["evidence"] > gain["heuristic"] + 0.02, gain
