@@ -30,6 +30,8 @@ def cmd_import_model(args: argparse.Namespace) -> int:
     import shutil
     import time
 
+    from pydantic import ValidationError
+
     from rollout.models.gguf_import import ModelImport, ensure_gguf_import
     from rollout.models.source import models_cache_dir
 
@@ -37,7 +39,10 @@ def cmd_import_model(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()):
         print(f"error: {out} exists and is not empty", file=sys.stderr)
         return 2
-    source = ModelImport.model_validate({"from": args.from_wheel, "gguf": args.gguf})
+    try:
+        source = ModelImport.model_validate({"from": args.from_wheel, "gguf": args.gguf})
+    except ValidationError as exc:
+        raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
     start = time.perf_counter()
     cached = ensure_gguf_import(models_cache_dir(), source.gguf_path())
     if out.exists():

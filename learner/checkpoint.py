@@ -2,7 +2,8 @@
 
 Layout of `{run_dir}/checkpoints/version_{policy_version:08d}/`:
     model/        save_pretrained (safetensors) plus the tokenizer files of the source model, so the
-                  directory loads in transformers and vLLM as it is (Serve publishes it)
+                  directory loads in transformers and vLLM as it is (Serve publishes it); with learner.lora
+                  the adapters only (adapter_model.safetensors; adapter_config.json names the base)
     optimizer.pt  the optimizer's state_dict
     rng.pt        python, numpy and torch RNG states, one entry per learner rank
     state.json    step, policy_version, data_position (an opaque dict of the driver), world_size
@@ -25,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from learner.lora import is_adapter_dir, load_adapter
 
 CHECKPOINTS_DIR = "checkpoints"
 STEP_DIR_PATTERN = re.compile(r"^version_(\d+)$")
@@ -117,8 +120,11 @@ def load_checkpoint(
     path = Path(path)
     state = read_checkpoint_state(path)
     device = next(model.parameters()).device
-    saved = AutoModelForCausalLM.from_pretrained(path / "model", dtype=torch.float32)
-    model.load_state_dict(saved.state_dict())
+    if is_adapter_dir(path / "model"):  # LoRA: adapters only; the frozen base is the learner's own
+        load_adapter(model, path / "model")
+    else:
+        saved = AutoModelForCausalLM.from_pretrained(path / "model", dtype=torch.float32)
+        model.load_state_dict(saved.state_dict())
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
     # Our own file, holding python and numpy RNG tuples that the weights_only loader refuses.
     rng_states = torch.load(path / "rng.pt", weights_only=False)

@@ -36,6 +36,7 @@ from transformers.utils import logging as transformers_logging
 from learner.advantages import AdvantageConfig, group_advantages
 from learner.batch import TrainBatch, check_trajectory, collate, split_evenly, split_into_chunks, token_logprobs
 from learner.checkpoint import CheckpointState, capture_rng_state, load_checkpoint, save_checkpoint
+from learner.lora import LoraConfig, adapter_dropout, apply_lora, policy_state_dict
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss, sft_loss
 from learner.weight_sync import sync_through_object_store
 from rollout.engine import EngineConfig
@@ -60,6 +61,7 @@ class LearnerConfig:
     seed: int = 0
     policy_loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    lora: LoraConfig | None = None  # train LoRA adapters only (learner.lora); None: every weight
     setup_timeout_s: float = 600.0  # actor start, model load, process-group rendezvous
     call_timeout_s: float = 1800.0  # one update / checkpoint call
     collective_timeout_s: float = 600.0  # one all-reduce waiting for a missing rank
@@ -89,6 +91,8 @@ class LearnerConfig:
             data["policy_loss"] = PolicyLossConfig(**data["policy_loss"])
         if isinstance(data.get("advantage"), dict):
             data["advantage"] = AdvantageConfig(**data["advantage"])
+        if isinstance(data.get("lora"), dict):
+            data["lora"] = LoraConfig(**data["lora"])
         return cls(**data)
 
 
@@ -148,10 +152,12 @@ class LearnerWorker:
         )
         torch.manual_seed(self.config.seed + self.rank)
         model = self._load_model()
+        if self.config.lora is not None:
+            model = apply_lora(model, self.config.lora)
         self.model = DistributedDataParallel(model, device_ids=[0] if self.use_cuda else None)
         self.ref_model = self._load_model().requires_grad_(False) if self.config.policy_loss.kl_coef > 0 else None
         self.optimizer = torch.optim.AdamW(
-            model.parameters(),
+            [param for param in model.parameters() if param.requires_grad],
             lr=self.config.lr,
             betas=self.config.betas,
             eps=self.config.adam_eps,
@@ -195,7 +201,7 @@ class LearnerWorker:
         parts = []
         for index, batch in enumerate(micro_batches):
             is_last = index == len(micro_batches) - 1
-            with contextlib.nullcontext() if is_last else self.model.no_sync():
+            with contextlib.nullcontext() if is_last else self.model.no_sync(), adapter_dropout(self.model.module):
                 logprobs = self._score(self.model, batch)
                 loss, metrics = loss_fn(index, batch, logprobs)
                 (loss * self.world_size).backward()  # undo DDP's average: the ranks' losses add up
@@ -261,7 +267,11 @@ class LearnerWorker:
         return summary
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: tensor.detach().cpu() for name, tensor in self.model.module.state_dict().items()}
+        return policy_state_dict(self.model.module)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The parameters the optimizer updates (LoRA: the adapters only)."""
+        return {name: p.detach().cpu() for name, p in self.model.module.named_parameters() if p.requires_grad}
 
     def policy_logprobs(self, trajectories: list[Trajectory]) -> list[list[float]]:
         """This rank's logprob of every policy token (loss mask 1), in order: what the engine's logprobs
@@ -483,6 +493,8 @@ class LearnerGroup:
         timeout = engine_config.weight_sync_timeout_s
         if engine_config.weight_transfer == "object_store":
             return sync_through_object_store(self.state_dict(), engines, policy_version, timeout)
+        if self.config.lora is not None:
+            raise ValueError("learner.lora syncs merged weights through engine.weight_transfer=object_store only")
         start = time.perf_counter()
         sender = self.workers[0]
         if not self._nccl_ready:
