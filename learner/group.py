@@ -36,6 +36,7 @@ from transformers.utils import logging as transformers_logging
 from learner.advantages import AdvantageConfig, group_advantages
 from learner.batch import TrainBatch, check_trajectory, collate, split_evenly, token_logprobs
 from learner.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
+from learner.lora import LoraConfig, adapter_dropout, apply_lora, policy_state_dict
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss, sft_loss
 from learner.optimizer import LossFn, OptimizerConfig, build_optimizer, micro_batches, optimizer_step
 from learner.weight_sync import sync_through_object_store
@@ -57,6 +58,7 @@ class LearnerConfig(OptimizerConfig):
     seed: int = 0
     policy_loss: PolicyLossConfig = PolicyLossConfig()
     advantage: AdvantageConfig = AdvantageConfig()
+    lora: LoraConfig | None = Field(None, description="train LoRA adapters only (learner.lora); null: every weight")
     setup_timeout_s: float = Field(600.0, gt=0, description="actor start, model load, process-group rendezvous")
     call_timeout_s: float = Field(1800.0, gt=0, description="one update / checkpoint call")
     collective_timeout_s: float = Field(600.0, gt=0, description="one all-reduce waiting for a missing rank")
@@ -118,9 +120,12 @@ class LearnerWorker:
         )
         torch.manual_seed(self.config.seed + self.rank)
         model = self._load_model()
+        if self.config.lora is not None:
+            model = apply_lora(model, self.config.lora)
         self.model = DistributedDataParallel(model, device_ids=[0] if self.use_cuda else None)
         self.ref_model = self._load_model().requires_grad_(False) if self.config.policy_loss.kl_coef > 0 else None
-        self.optimizer = build_optimizer(model.parameters(), self.config)
+        trainable = [param for param in model.parameters() if param.requires_grad]  # LoRA: adapters only
+        self.optimizer = build_optimizer(trainable, self.config)
 
     def _load_model(self) -> torch.nn.Module:
         # from_pretrained leaves the model in eval mode: dropout stays off, so a no-grad pass and the
@@ -143,11 +148,13 @@ class LearnerWorker:
         )
 
     def _optimizer_step(self, batches: list[TrainBatch], loss_fn: LossFn, lr: float) -> tuple[float, list[dict]]:
-        grad_norm, parts = optimizer_step(
-            self.model, self.optimizer, batches, self._score, loss_fn, lr, self.config.grad_clip, self.world_size
-        )
+        with adapter_dropout(self.model.module):
+            grad_norm, parts = optimizer_step(
+                self.model, self.optimizer, batches, self._score, loss_fn, lr, self.config.grad_clip, self.world_size
+            )
         self.step += math.isfinite(grad_norm)
         return grad_norm, parts
+
     def update(self, shards: list[StepShard]) -> dict[str, float]:
         """One optimizer step per shard (mini-batch), all with the old logprobs of the starting weights."""
         loss_config = self.config.policy_loss
@@ -200,7 +207,11 @@ class LearnerWorker:
         return summary
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: tensor.detach().cpu() for name, tensor in self.model.module.state_dict().items()}
+        return policy_state_dict(self.model.module)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The parameters the optimizer updates (LoRA: the adapters only)."""
+        return {name: p.detach().cpu() for name, p in self.model.module.named_parameters() if p.requires_grad}
 
     def policy_logprobs(self, trajectories: list[Trajectory]) -> list[list[float]]:
         """This rank's logprob of every policy token (loss mask 1), in order: what the engine's logprobs
@@ -422,6 +433,8 @@ class LearnerGroup:
         timeout = engine_config.weight_sync_timeout_s
         if engine_config.weight_transfer == "object_store":
             return sync_through_object_store(self.state_dict(), engines, policy_version, timeout)
+        if self.config.lora is not None:
+            raise ValueError("learner.lora syncs merged weights through engine.weight_transfer=object_store only")
         start = time.perf_counter()
         sender = self.workers[0]
         if not self._nccl_ready:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +17,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from rollout.models.cache import build_once
 
 PAD_TOKEN = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -116,22 +115,7 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec, corpus: Iterable[
 
 
 def ensure_tiny_model(cache_dir: str | Path, spec: TinyModelSpec, corpus: Iterable[str]) -> Path:
-    """The cached model for (spec, corpus), built on first use. Safe when several processes race: each
-    builds in a private temp dir and the first rename wins."""
+    """The cached model for (spec, corpus), built on first use."""
     corpus = list(corpus)
-    cache_dir = Path(cache_dir).expanduser()
-    target = cache_dir / f"tiny-qwen2-{spec.fingerprint(corpus)}"
-    if (target / "config.json").exists():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
-    try:
-        build_tiny_model(staging / "model", spec, corpus)
-        try:
-            os.rename(staging / "model", target)
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    target = Path(cache_dir).expanduser() / f"tiny-qwen2-{spec.fingerprint(corpus)}"
+    return build_once(target, lambda out: build_tiny_model(out, spec, corpus))
