@@ -286,6 +286,9 @@ class PolicyService:
         except RayError as exc:
             detail = _short(str(exc).strip().splitlines()[-1])
             raise HTTPException(503, f"the policy update failed (the trajectories are stored): {detail}") from exc
+        if metrics.get("nonfinite_grad_steps"):  # the learner's rule: the step was skipped
+            detail = "the gradient was not finite: no step was taken, the weights and version are unchanged"
+            raise HTTPException(500, f"the policy update failed (the trajectories are stored): {detail}")
         answer = TrainResponse(
             loss=metrics["loss"],
             training_time_ms=round(1000 * (time.perf_counter() - start)),
