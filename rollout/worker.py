@@ -32,6 +32,9 @@ class RolloutConfig(BaseModel):
     groups_per_step: int = Field(8, ge=1, description="B: harness seeds per training step")
     group_size: int = Field(8, ge=1, description="G: episodes per seed (a GRPO group)")
     max_worker_restarts: int = Field(3, ge=0)
+    episode_timeout_s: float | None = Field(
+        600.0, gt=0, description='an episode running longer ends with status "timeout" (null: no limit)'
+    )
     agent: AgentLoopConfig = AgentLoopConfig()
 
 
@@ -44,6 +47,7 @@ class RolloutWorker:
         self.config = config
         self.renderer = ChatRenderer(AutoTokenizer.from_pretrained(model_path))
         self.finished = 0
+        self.timed_out = 0
 
     async def run(self, requests: list[EpisodeRequest]) -> list[Trajectory]:
         limit = asyncio.Semaphore(self.config.max_concurrent_episodes)
@@ -52,14 +56,20 @@ class RolloutWorker:
             # The same engine for every turn of an episode: its prefix cache holds the conversation so far.
             engine = self.engines[zlib.crc32(request.episode_id.encode()) % len(self.engines)]
             async with limit:
-                trajectory = await play_episode(request, engine, self.renderer, self.sampling, self.config.agent)
+                trajectory = await play_episode(
+                    request, engine, self.renderer, self.sampling, self.config.agent, self.config.episode_timeout_s
+                )
             self.finished += 1
+            self.timed_out += trajectory.status == "timeout"
             return trajectory
 
         return list(await asyncio.gather(*(one(r) for r in requests)))
 
     def episodes_finished(self) -> int:
         return self.finished
+
+    def episodes_timed_out(self) -> int:
+        return self.timed_out
 
 
 def group_requests(run_id: str, step: int, seeds: list[int], config: RolloutConfig) -> list[EpisodeRequest]:

@@ -49,7 +49,9 @@ def ray_session():
 def engine_config():
     from rollout.engine import EngineConfig
 
-    return EngineConfig(dtype="float32", max_model_len=2048, max_num_seqs=64)
+    # Every engine-side wait gives up after 45 s: long enough for a weight swap here, short enough that the
+    # test of a hung swap (test_engine) does not wait the default 120 s.
+    return EngineConfig(dtype="float32", max_model_len=2048, max_num_seqs=64, weight_sync_timeout_s=45)
 
 
 @pytest.fixture(scope="session")

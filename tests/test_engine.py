@@ -88,3 +88,31 @@ def test_many_seeded_long_prompts_in_one_batch(ray_session, engine, reference):
         [engine.generate.remote(long_prompt, sampling, [tokenizer.eos_token_id], i) for i in range(64)]
     )
     assert all(1 <= len(g.token_ids) <= 4 and len(g.logprobs) == len(g.token_ids) for g in generations)
+
+
+def test_a_hung_weight_swap_times_out_requests_and_episodes(ray_session, engine, engine_config, tiny_model_dir):
+    """A weight swap that never finishes (its sender died) holds new requests: each gives up after the
+    engine's weight_sync_timeout_s with a TimeoutError, and an episode stuck behind it ends "timeout" at its
+    own limit, keeping what it did; finishing the swap lets requests through again."""
+    from rollout.worker import RolloutConfig, RolloutCoordinator, group_requests
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt = tokenizer.encode("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
+    sampling = SamplingConfig(max_tokens=4)
+    config = RolloutConfig(group_size=2, episode_timeout_s=5, agent={"max_turns": 3})
+    coordinator = RolloutCoordinator(str(tiny_model_dir), [engine], sampling, config)
+    version = ray_session.get(engine.get_policy_version.remote())
+    try:
+        ray_session.get(engine.start_weight_update.remote(), timeout=120)  # and no finish_weight_update
+        held = engine.generate.remote(prompt, sampling, [tokenizer.eos_token_id], 0)
+        episodes = coordinator.run(group_requests("hang", 0, [3], config), timeout_s=300)
+        assert [t.status for t in episodes] == ["timeout", "timeout"]
+        assert all(t.metadata["timeout_s"] == 5 and t.num_turns == 0 and t.prompt_length > 0 for t in episodes)
+        assert ray_session.get(coordinator.workers[0].episodes_timed_out.remote()) == 2
+        with pytest.raises(TimeoutError, match=f"waiting for a weight swap to finish took over {45.0} s"):
+            ray_session.get(held, timeout=engine_config.weight_sync_timeout_s + 120)
+    finally:
+        ray_session.get(engine.finish_weight_update.remote(version), timeout=120)
+        coordinator.shutdown()
+    after = ray_session.get(engine.generate.remote(prompt, sampling, [tokenizer.eos_token_id], 0), timeout=120)
+    assert after.policy_version == version and after.token_ids

@@ -109,3 +109,25 @@ def test_killed_worker_replays_its_episodes(ray_session, engine, tiny_model_dir)
     by_id = {t.episode_id: t for t in replayed}
     for trajectory in reference:  # replayed episodes sample the same tokens (seeded per episode and turn)
         assert by_id[trajectory.episode_id].token_ids == trajectory.token_ids
+
+
+def test_killed_engine_restarts_and_the_step_loses_and_repeats_nothing(ray_session, engine, tiny_model_dir):
+    """The engine process dies mid-step: Ray restarts the actor and retries the generate calls that were in
+    flight; every episode of the step comes back exactly once, none failed."""
+    config = RolloutConfig(num_workers=2, group_size=4, max_concurrent_episodes=4, agent={"max_turns": 6})
+    coordinator = RolloutCoordinator(str(tiny_model_dir), [engine], SAMPLING, config)
+    try:
+        requests = group_requests("engine-kill", 0, [1, 2, 3, 4], config)
+        calls = [w.run.remote(requests[i::2]) for i, w in enumerate(coordinator.workers)]
+        deadline = time.monotonic() + 120
+        while ray_session.get(coordinator.workers[0].episodes_finished.remote()) == 0:
+            assert time.monotonic() < deadline, "no episode finished"
+            time.sleep(0.02)
+        ray_session.kill(engine, no_restart=False)  # mid-step: some episodes done, others waiting on the engine
+        trajectories = [t for batch in ray_session.get(calls, timeout=600) for t in batch]
+    finally:
+        coordinator.shutdown()
+    assert sorted(t.episode_id for t in trajectories) == sorted(r.episode_id for r in requests)
+    assert {t.status for t in trajectories} <= {"completed", "failed", "truncated"}
+    assert all(t.num_turns >= 1 for t in trajectories)
+    assert isinstance(ray_session.get(engine.get_policy_version.remote(), timeout=300), int)  # serving again
