@@ -115,6 +115,14 @@ def combine_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
     return combined
 
 
+def flat_group_fraction(rewards: list[float], group_ids: list[str], min_spread: float) -> float:
+    """The share of groups whose rewards are all equal (span below min_spread): they give no gradient."""
+    groups: dict[str, list[float]] = {}
+    for reward, group_id in zip(rewards, group_ids):
+        groups.setdefault(group_id, []).append(reward)
+    return sum(max(g) - min(g) < min_spread for g in groups.values()) / len(groups)
+
+
 class LearnerWorker:
     """One learner rank: a plain class that LearnerGroup turns into a Ray actor (one device, one process)."""
 
@@ -409,9 +417,8 @@ class LearnerGroup:
         if not all(math.isfinite(w) and w >= 0 for w in weights):
             raise ValueError("sample weights must be finite and >= 0")
 
-        result = group_advantages(
-            [t.total_reward for t in trajectories], [t.group_id for t in trajectories], self.config.advantage
-        )
+        rewards, group_ids = [t.total_reward for t in trajectories], [t.group_id for t in trajectories]
+        result = group_advantages(rewards, group_ids, self.config.advantage)
         advantages = result.advantages.tolist()
         kept = [index for index, keep in enumerate(result.keep) if keep]
         metrics = {
@@ -419,6 +426,7 @@ class LearnerGroup:
             "num_trajectories_used": float(len(kept)),
             "num_groups": float(result.num_groups),
             "num_groups_dropped": float(result.num_dropped_groups),
+            "flat_group_fraction": flat_group_fraction(rewards, group_ids, self.config.advantage.min_spread),
             "reward_mean": sum(t.total_reward for t in trajectories) / len(trajectories),
             "advantage_abs_mean": sum(abs(advantages[i]) for i in kept) / len(kept) if kept else 0.0,
         }
