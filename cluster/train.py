@@ -186,6 +186,7 @@ def train_in_placement(
         print(describe_evaluation("before training", before))
         if config.train.sft.episodes:
             warm_start(config, learner, model_path, log)
+            learner.reset_optimizer()  # GRPO starts with its own Adam moments, not SFT's
             learner.sync_weights(engines, 0, config.engine)
             after_sft = evaluate(config, coordinator, "after-sft")
             log.write({"phase": "eval", "step": 0, "label": "after-sft", **after_sft})

@@ -158,8 +158,14 @@ class LearnerWorker:
         model = self._load_model()
         self.model = DistributedDataParallel(model, device_ids=[0] if self.use_cuda else None)
         self.ref_model = self._load_model().requires_grad_(False) if self.config.policy_loss.kl_coef > 0 else None
+        self.reset_optimizer()
+
+    def reset_optimizer(self) -> None:
+        """A fresh AdamW (moments and step count at zero). Called between SFT and GRPO: SFT's second moments,
+        left by large cross-entropy gradients, would otherwise shrink every RL update for thousands of steps
+        (beta2 = 0.999), so the nominal lr would not be the lr the policy moves at."""
         self.optimizer = torch.optim.AdamW(
-            model.parameters(),
+            self.model.module.parameters(),
             lr=self.config.lr,
             betas=self.config.betas,
             eps=self.config.adam_eps,
@@ -474,6 +480,10 @@ class LearnerGroup:
         merged["optimizer_steps"] = float(num_steps)
         self.step = int(merged["step"])
         return merged
+
+    def reset_optimizer(self) -> None:
+        """Fresh optimizer state on every rank (LearnerWorker.reset_optimizer): the start of GRPO after SFT."""
+        self._wait([worker.reset_optimizer.remote() for worker in self.workers], self.config.call_timeout_s, "reset")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Full weights (CPU tensors) from rank 0, for weight sync and publishing."""
