@@ -22,8 +22,16 @@ _RANDOM = "rollout.harnesses.experts:RandomPolicy"
 
 # harness -> policy name -> "module:factory"; a factory takes no arguments and returns a Policy.
 POLICIES: dict[str, dict[str, str]] = {
-    "number_guess": {"expert": "rollout.harnesses.experts:BinarySearchExpert", "random": _RANDOM},
-    "text_adventure": {"expert": "rollout.harnesses.experts:ShortestPathExpert", "random": _RANDOM},
+    "number_guess": {
+        "expert": "rollout.harnesses.experts:BinarySearchExpert",
+        "noisy": "rollout.harnesses.experts:NoisyBinarySearch",
+        "random": _RANDOM,
+    },
+    "text_adventure": {
+        "expert": "rollout.harnesses.experts:ShortestPathExpert",
+        "noisy": "rollout.harnesses.experts:NoisyShortestPath",
+        "random": _RANDOM,
+    },
     "persona": {
         "expert": "rollout.harnesses.persona.estimator:PersonaExpert",
         "heuristic": "rollout.harnesses.persona.estimator:RustyWormHeuristic",
