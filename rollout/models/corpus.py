@@ -1,21 +1,15 @@
 """The text the tiny model's tokenizer is trained on: what the built-in harnesses actually show and what their
-experts answer, so that harness words, numbers and tool-call syntax become short token sequences.
-
-Every number number_guess can show or take (" 1" .. " 100", with the space the game's text puts before it) is
-repeated often enough to become a single token: split into digits, halving a range is more than the tiny
-model learns (README, "What the default run shows")."""
+experts answer, so that harness words, numbers and tool-call syntax become short token sequences."""
 
 from __future__ import annotations
 
 import asyncio
 
 from rollout.chat import system_prompt
-from rollout.harnesses.number_guess import HIGHEST, LOWEST
 from rollout.harnesses.registry import BUILTIN_HARNESSES, make_expert, make_harness
 from rollout.harnesses.tools import format_action
 
 EPISODES_PER_HARNESS = 64
-NUMBER_LINE_REPEATS = 32  # 16 already makes each of 1..100 one token with the default 2048-token vocabulary
 
 
 async def _expert_transcript(name: str, seed: int) -> list[str]:
@@ -40,6 +34,6 @@ def harness_corpus(episodes_per_harness: int = EPISODES_PER_HARNESS) -> list[str
         for name in sorted(BUILTIN_HARNESSES):
             for seed in range(episodes_per_harness):
                 lines += await _expert_transcript(name, seed)
-        return lines + [" ".join(str(n) for n in range(LOWEST, HIGHEST + 1))] * NUMBER_LINE_REPEATS
+        return lines
 
     return asyncio.run(collect())
