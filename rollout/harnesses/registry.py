@@ -16,6 +16,7 @@ BUILTIN_HARNESSES: dict[str, str] = {
     "number_guess": "rollout.harnesses.number_guess:NumberGuessHarness",
     "text_adventure": "rollout.harnesses.text_adventure:TextAdventureHarness",
     "persona": "rollout.harnesses.persona.harness:PersonaHarness",
+    "pick_number": "rollout.harnesses.pick_number:PickNumberHarness",
 }
 
 _RANDOM = "rollout.harnesses.experts:RandomPolicy"
@@ -32,6 +33,7 @@ POLICIES: dict[str, dict[str, str]] = {
         "noisy": "rollout.harnesses.experts:NoisyShortestPath",
         "random": _RANDOM,
     },
+    "pick_number": {"expert": "rollout.harnesses.pick_number:HighestPick", "random": _RANDOM},
     "persona": {
         "expert": "rollout.harnesses.persona.estimator:PersonaExpert",
         "heuristic": "rollout.harnesses.persona.estimator:RustyWormHeuristic",
