@@ -47,6 +47,7 @@ class SFTConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     episodes: int = Field(0, ge=0, description="expert episodes (train seeds); 0 skips the warm start")
+    policy: str = Field("expert", description="the demonstrator: a policy registered for the harness, or module:Factory")
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(16, ge=1, description="episodes per SFT step")
 
@@ -59,6 +60,7 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(5, ge=1)
     eval_every: int = Field(5, ge=0, description="0: evaluate only before and after training")
     eval_episodes: int = Field(32, ge=1, description="held-out seeds per evaluation")
+    eval_samples: int = Field(1, ge=1, description="episodes per held-out seed; > 1 adds pass@k for k = 2, 4, ... <= it")
     eval_harness_kwargs: dict[str, Any] = Field({}, description='e.g. {"split": "heldout"} for persona')
     placement_timeout_s: float = Field(
         900.0, gt=0, description="deadline for reserving every engine and learner bundle (autoscalers are slow)"

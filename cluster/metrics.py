@@ -1,5 +1,6 @@
 """Training metrics: one JSON line per record in the run directory, the same figures as Ray metrics (the
-dashboard's metrics page and Prometheus/Grafana), and a PNG of the curves at the end."""
+dashboard's metrics page and Prometheus/Grafana), the held-out statistics of an evaluation (95% confidence
+intervals, pass@k), and a PNG of the curves at the end."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import math
 import os
 from pathlib import Path
+from statistics import fmean, stdev
 from typing import Any
 
 from ray.util.metrics import Gauge
@@ -38,6 +40,43 @@ class MetricsLog:
                 self._gauges[key].set(float(value), tags={"run": self.run_name})
 
 
+def mean_ci95(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (normal approximation, 1.96 standard errors)."""
+    if len(values) < 2:
+        return fmean(values), math.inf
+    return fmean(values), 1.96 * stdev(values) / math.sqrt(len(values))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimate of P(at least one of k samples succeeds) from n samples with c successes
+    (Chen et al. 2021): 1 - C(n - c, k) / C(n, k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def held_out_statistics(seeds: list[int], successes: list[bool], rewards: list[float]) -> dict[str, float]:
+    """Per-seed means (every held-out seed played the same number of times, n) -> success and reward with 95%
+    intervals over seeds, and pass@k for k = 1, 2, 4, ... <= n."""
+    per_seed: dict[int, list[tuple[bool, float]]] = {}
+    for seed, success, reward in zip(seeds, successes, rewards):
+        per_seed.setdefault(seed, []).append((success, reward))
+    n = min(len(played) for played in per_seed.values())
+    _, success_ci = mean_ci95([fmean(s for s, _ in played) for played in per_seed.values()])
+    _, reward_ci = mean_ci95([fmean(r for _, r in played) for played in per_seed.values()])
+    stats = {
+        "seeds": float(len(per_seed)),
+        "samples_per_seed": float(n),
+        "success_rate_ci95": success_ci,
+        "mean_reward_ci95": reward_ci,
+    }
+    k = 1
+    while k <= n:
+        stats[f"pass_at_{k}"] = fmean(pass_at_k(n, sum(s for s, _ in played[:n]), k) for played in per_seed.values())
+        k *= 2
+    return stats
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -45,22 +84,59 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_curves(metrics_path: Path, out_path: Path) -> None:
+    """Six panels over GRPO steps: reward and success (training episodes, and the held-out evaluations with
+    their 95% intervals), the share of flat groups and the clip fraction, the policy entropy, the train/engine
+    logprob gap, and rollout tokens/s."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [r for r in read_metrics(metrics_path) if r.get("phase") == "train"]
-    if not records:
+    records = read_metrics(metrics_path)
+    train = [r for r in records if r.get("phase") == "train"]
+    if not train:
         return
-    steps = [r["step"] for r in records]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    axes[0].plot(steps, [r["mean_reward"] for r in records])
-    axes[0].set(title="mean episode reward", xlabel="step")
-    axes[1].plot(steps, [r["success_rate"] for r in records], label="success")
-    axes[1].plot(steps, [r["parse_failure_rate"] for r in records], label="parse failures / turn")
-    axes[1].set(title="rates", xlabel="step", ylim=(0, 1))
-    axes[1].legend()
+    evals = [r for r in records if "eval_success_rate" in r and r.get("label") != "before"]  # from the start of GRPO
+    eval_steps = [r["step"] for r in evals]
+    steps = [r["step"] for r in train]
+
+    def series(key: str) -> list[float]:
+        return [r.get(key, math.nan) for r in train]
+
+    def held_out(ax: Any, key: str) -> None:
+        ax.errorbar(eval_steps, [r[f"eval_{key}"] for r in evals], yerr=[r.get(f"eval_{key}_ci95", 0) for r in evals],
+                    fmt="o", capsize=3, label="held-out (95% CI)")
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    ax = axes[0, 0]
+    ax.plot(steps, series("mean_reward"), label="training episodes")
+    held_out(ax, "mean_reward")
+    ax.set(title="mean episode reward", xlabel="GRPO step")
+    ax.legend()
+    ax = axes[0, 1]
+    ax.plot(steps, series("success_rate"), label="success, training episodes")
+    held_out(ax, "success_rate")
+    ax.plot(steps, series("parse_failure_rate"), label="parse failures / turn")
+    ax.set(title="success rate", xlabel="GRPO step", ylim=(0, 1))
+    ax.legend()
+    ax = axes[0, 2]
+    ax.plot(steps, series("learner_flat_group_fraction"), label="groups with equal rewards (no gradient)")
+    ax.plot(steps, series("learner_clip_fraction"), label="clip fraction")
+    ax.set(title="flat groups, clipping", xlabel="GRPO step", ylim=(0, 1))
+    ax.legend()
+    ax = axes[1, 0]
+    ax.plot(steps, series("learner_entropy"))
+    ax.set(title="policy entropy (nats/token, sampled)", xlabel="GRPO step")
+    ax = axes[1, 1]
+    ax.plot(steps, series("learner_engine_logprob_abs_diff"), label="mean |logp train - logp engine|")
+    ax.plot(steps, series("learner_engine_kl_k3"), label="KL(engine || train), k3")
+    ax.set(title="train/engine logprob gap", xlabel="GRPO step", yscale="log")
+    ax.legend()
+    ax = axes[1, 2]
+    ax.plot(steps, series("tokens_per_s"), label="rollouts")
+    ax.plot(eval_steps, [r.get("eval_tokens_per_s", math.nan) for r in evals], "o", label="evaluations")
+    ax.set(title="generated tokens/s", xlabel="GRPO step")
+    ax.legend()
     fig.tight_layout()
-    fig.savefig(out_path)
+    fig.savefig(out_path, dpi=80)
     plt.close(fig)

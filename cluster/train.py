@@ -13,19 +13,20 @@ same state and neither repeats nor skips a step.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import random
 import time
 from pathlib import Path
 from statistics import fmean
+from typing import Any
 
 import ray
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from cluster.config import TerrariumConfig
-from cluster.metrics import MetricsLog, plot_curves
+from cluster.metrics import MetricsLog, held_out_statistics, plot_curves
 from cluster.placement import Placement, connect_ray, reserve
 from learner.group import LearnerGroup
 from rollout.chat import ChatRenderer
@@ -34,8 +35,8 @@ from rollout.engine import start_engines
 from rollout.models.checkpoints import latest_checkpoint
 from rollout.models.source import resolve_model_path
 from rollout.data.store import StoreConfig, open_store
-from rollout.evaluation import episode_summary, evaluate_on_engines
-from rollout.worker import RolloutCoordinator, group_requests
+from rollout.evaluation import episode_summary
+from rollout.worker import RolloutCoordinator, evaluation_requests, group_requests
 from serve.app import publish
 from serve.config import ServeConfig
 
@@ -49,22 +50,53 @@ def step_seeds(config: TerrariumConfig, step: int) -> list[int]:
 
 
 def evaluate(config: TerrariumConfig, coordinator: RolloutCoordinator, label: str) -> dict[str, float]:
-    """The current policy on held-out seeds, one episode each, through `terrarium eval`'s path; eval_s is its
-    wall time."""
+    """The current policy on held-out seeds, train.eval_samples episodes each: success (pass@1) and reward
+    with 95% intervals over seeds, pass@k; eval_s is its wall time."""
     start = time.perf_counter()
-    report = evaluate_on_engines(
-        coordinator,
-        config.rollout.harness,
-        label,
-        config.train.eval_episodes,
-        HELDOUT_SEED_OFFSET,
+    seeds = [HELDOUT_SEED_OFFSET + i for i in range(config.train.eval_episodes) for _ in range(config.train.eval_samples)]
+    requests = evaluation_requests(
+        config.run_name, label, config.rollout.harness, seeds,
         {**config.rollout.harness_kwargs, **config.train.eval_harness_kwargs},
-        run_id=config.run_name,
-        label=label,
     )
-    summary = {"success_rate": report.success_rate, "mean_reward": report.mean_reward, "mean_steps": report.mean_steps}
-    summary.update(report.metrics)
-    return {**{f"eval_{key}": value for key, value in summary.items()}, "eval_s": time.perf_counter() - start}
+    trajectories = coordinator.run(requests)
+    eval_s = time.perf_counter() - start
+    summary = episode_summary(trajectories)
+    summary.update(held_out_statistics(
+        seeds, [t.status == "completed" for t in trajectories], [t.total_reward for t in trajectories]
+    ))
+    summary["tokens_per_s"] = generated_tokens(trajectories) / eval_s
+    return {**{f"eval_{key}": value for key, value in summary.items()}, "eval_s": eval_s}
+
+
+def generated_tokens(trajectories: list[Trajectory]) -> int:
+    return sum(len(t.token_ids) - t.prompt_length for t in trajectories)
+
+
+def describe_evaluation(label: str, result: dict[str, float]) -> str:
+    """One console line: the figures of the README's table."""
+    passes = ", ".join(f"pass@{key.rsplit('_', 1)[1]} {value:.3f}" for key, value in result.items() if "pass_at" in key)
+    return (
+        f"{label}: success {result['eval_success_rate']:.3f} +- {result['eval_success_rate_ci95']:.3f}, "
+        f"mean reward {result['eval_mean_reward']:.2f} +- {result['eval_mean_reward_ci95']:.2f} (95% CI), "
+        f"{passes}, parse failures/turn {result['eval_parse_failure_rate']:.3f}; "
+        f"{result['eval_seeds']:.0f} held-out seeds x {result['eval_samples_per_seed']:.0f}, "
+        f"{result['eval_tokens_per_s']:.0f} tokens/s, {result['eval_s']:.0f} s"
+    )
+
+
+def describe_step(record: dict[str, Any]) -> str:
+    """One console line per GRPO step: progress and the diagnostics that say whether the update can learn."""
+
+    def get(key: str) -> float:  # the loss figures are absent when every group was flat
+        return record.get(key, math.nan)
+
+    return (
+        f"step {record['step']}: reward {get('mean_reward'):.2f}, success {get('success_rate'):.3f}, "
+        f"flat groups {get('learner_flat_group_fraction'):.2f}, entropy {get('learner_entropy'):.3f}, "
+        f"clip {get('learner_clip_fraction'):.3f}, |logp train - engine| {get('learner_engine_logprob_abs_diff'):.1e}, "
+        f"KL(engine||train) {get('learner_engine_kl_k3'):.1e}, {get('tokens_per_s'):.0f} tokens/s, "
+        f"rollout {get('rollout_s'):.0f} s, update {get('learner_update_time_s'):.0f} s"
+    )
 
 
 def warm_start(config: TerrariumConfig, learner: LearnerGroup, model_path: Path, log: MetricsLog) -> None:
@@ -72,7 +104,8 @@ def warm_start(config: TerrariumConfig, learner: LearnerGroup, model_path: Path,
     t0 = time.perf_counter()  # an epoch's sft_s: its updates; the first epoch's also the demonstrations
     renderer = ChatRenderer(AutoTokenizer.from_pretrained(model_path))
     demos = expert_demonstrations(
-        renderer, config.rollout.harness, list(range(sft.episodes)), config.run_name, config.rollout.harness_kwargs
+        renderer, config.rollout.harness, list(range(sft.episodes)), config.run_name, config.rollout.harness_kwargs,
+        sft.policy,
     )
     batches = [demos[i : i + sft.batch_size] for i in range(0, len(demos), sft.batch_size)]
     for epoch in range(sft.epochs):
@@ -80,7 +113,7 @@ def warm_start(config: TerrariumConfig, learner: LearnerGroup, model_path: Path,
         sft_s = time.perf_counter() - t0
         log.write({"phase": "sft", "epoch": epoch, "sft_loss": fmean(losses), "sft_s": sft_s})
         t0 = time.perf_counter()
-        print(f"SFT epoch {epoch + 1}/{sft.epochs}: loss {fmean(losses):.4f} on {len(demos)} expert episodes, {sft_s:.0f} s")
+        print(f"SFT epoch {epoch + 1}/{sft.epochs}: loss {fmean(losses):.4f} on {len(demos)} {sft.policy} episodes, {sft_s:.0f} s")
 
 
 def resolve_run_dir(config: TerrariumConfig) -> Path:
@@ -138,13 +171,14 @@ def train_in_placement(
     if start_step == 0:
         before = evaluate(config, coordinator, "before")
         log.write({"phase": "eval", "step": 0, "label": "before", **before})
-        print(f"before training: {json.dumps(before)}")
+        print(describe_evaluation("before training", before))
         if config.train.sft.episodes:
             warm_start(config, learner, model_path, log)
+            learner.reset_optimizer()  # GRPO starts with its own Adam moments, not SFT's
             learner.sync_weights(engines, 0, config.engine)
             after_sft = evaluate(config, coordinator, "after-sft")
             log.write({"phase": "eval", "step": 0, "label": "after-sft", **after_sft})
-            print(f"after SFT: {json.dumps(after_sft)}")
+            print(describe_evaluation("after SFT", after_sft))
 
     grpo_start = time.perf_counter()
     progress = tqdm(range(start_step, config.train.steps), initial=start_step, total=config.train.steps, desc="GRPO")
@@ -165,15 +199,17 @@ def train_in_placement(
             "rollout_s": rollout_s,
             "sync_s": sync_s,
             "episodes_per_s": len(trajectories) / rollout_s,
-            "tokens_per_s": sum(len(t.token_ids) - t.prompt_length for t in trajectories) / rollout_s,
+            "tokens_per_s": generated_tokens(trajectories) / rollout_s,
         }
         if (step + 1) % config.train.checkpoint_every == 0 or step + 1 == config.train.steps:
             checkpoint = learner.save_checkpoint(run_dir, step + 1, {"train_step": step + 1})
             if config.train.publish_to:  # running replicas reload it in place, no request dropped
                 publish(ServeConfig(app_name=config.train.publish_to), checkpoint, step + 1)
         record["step_s"] = time.perf_counter() - t0  # the training cost of the step: evaluations excluded
+        progress.write(describe_step(record))
         if config.train.eval_every and (step + 1) % config.train.eval_every == 0 and step + 1 < config.train.steps:
             record.update(evaluate(config, coordinator, f"step{step + 1}"))
+            progress.write(describe_evaluation(f"after {step + 1} GRPO steps", record))
         log.write(record)
         progress.set_postfix(
             reward=f"{record['mean_reward']:.2f}", success=f"{record['success_rate']:.2f}",
@@ -183,7 +219,7 @@ def train_in_placement(
     print(f"GRPO: {config.train.steps - start_step} steps in {time.perf_counter() - grpo_start:.0f} s")
     after = evaluate(config, coordinator, "after")
     log.write({"phase": "eval", "step": config.train.steps, "label": "after", **after})
-    print(f"after training: {json.dumps(after)}")
+    print(describe_evaluation("after training", after))
     plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
     print(f"metrics: {run_dir / 'metrics.jsonl'}  curves: {run_dir / 'curves.png'}")
     coordinator.shutdown()

@@ -87,6 +87,14 @@ def combine_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
     return combined
 
 
+def flat_group_fraction(rewards: list[float], group_ids: list[str], min_spread: float) -> float:
+    """The share of groups whose rewards are all equal (span below min_spread): they give no gradient."""
+    groups: dict[str, list[float]] = {}
+    for reward, group_id in zip(rewards, group_ids):
+        groups.setdefault(group_id, []).append(reward)
+    return sum(max(g) - min(g) < min_spread for g in groups.values()) / len(groups)
+
+
 class LearnerWorker:
     """One learner rank: a plain class that LearnerGroup turns into a Ray actor (one device, one process)."""
 
@@ -124,7 +132,13 @@ class LearnerWorker:
             model = apply_lora(model, self.config.lora)
         self.model = DistributedDataParallel(model, device_ids=[0] if self.use_cuda else None)
         self.ref_model = self._load_model().requires_grad_(False) if self.config.policy_loss.kl_coef > 0 else None
-        trainable = [param for param in model.parameters() if param.requires_grad]  # LoRA: adapters only
+        self.reset_optimizer()
+
+    def reset_optimizer(self) -> None:
+        """A fresh AdamW (moments and step count at zero). Called between SFT and GRPO: SFT's second moments,
+        left by large cross-entropy gradients, would otherwise shrink every RL update for thousands of steps
+        (beta2 = 0.999), so the nominal lr would not be the lr the policy moves at."""
+        trainable = [param for param in self.model.module.parameters() if param.requires_grad]  # LoRA: adapters
         self.optimizer = build_optimizer(trainable, self.config)
 
     def _load_model(self) -> torch.nn.Module:
@@ -359,9 +373,8 @@ class LearnerGroup:
         if not all(math.isfinite(w) and w >= 0 for w in weights):
             raise ValueError("sample weights must be finite and >= 0")
 
-        result = group_advantages(
-            [t.total_reward for t in trajectories], [t.group_id for t in trajectories], self.config.advantage
-        )
+        rewards, group_ids = [t.total_reward for t in trajectories], [t.group_id for t in trajectories]
+        result = group_advantages(rewards, group_ids, self.config.advantage)
         advantages = result.advantages.tolist()
         kept = [index for index, keep in enumerate(result.keep) if keep]
         metrics = {
@@ -369,6 +382,7 @@ class LearnerGroup:
             "num_trajectories_used": float(len(kept)),
             "num_groups": float(result.num_groups),
             "num_groups_dropped": float(result.num_dropped_groups),
+            "flat_group_fraction": flat_group_fraction(rewards, group_ids, self.config.advantage.min_spread),
             "mean_reward": sum(t.total_reward for t in trajectories) / len(trajectories),
             "advantage_abs_mean": sum(abs(advantages[i]) for i in kept) / len(kept) if kept else 0.0,
         }
@@ -416,6 +430,10 @@ class LearnerGroup:
         merged["optimizer_steps"] = float(num_steps)
         self.step = int(merged["step"])
         return merged
+
+    def reset_optimizer(self) -> None:
+        """Fresh optimizer state on every rank (LearnerWorker.reset_optimizer): the start of GRPO after SFT."""
+        self._wait([worker.reset_optimizer.remote() for worker in self.workers], self.config.call_timeout_s, "reset")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Full weights (CPU tensors) from rank 0, for weight sync and publishing."""

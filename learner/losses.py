@@ -180,6 +180,8 @@ def rl_loss(
         metrics["tis_capped_fraction"] = _token_mean((weights >= config.tis_cap).float(), loss_mask)
     if engine_logprobs is not None:
         metrics["engine_logprob_abs_diff"] = _token_mean((old_logprobs - engine_logprobs).abs(), loss_mask)
+        # KL(engine || learner) from the engine's own samples (k3): how far the behaviour policy is off.
+        metrics["engine_kl_k3"] = _token_mean(kl_penalty(engine_logprobs, old_logprobs, "k3"), loss_mask)
     if sample_weights is not None:
         pg = pg * sample_weights.unsqueeze(1)
 
@@ -197,6 +199,9 @@ def rl_loss(
     metrics["loss"] = float(loss.detach())
     metrics["pg_loss"] = float(pg_loss.detach())
     metrics["ratio_mean"] = _token_mean(ratio.detach(), loss_mask)
+    # -log pi of the sampled tokens: an unbiased estimate of the policy's entropy per token (nats), which
+    # falls as RL sharpens the policy.
+    metrics["entropy"] = _token_mean(-old_logprobs.detach(), loss_mask)
     metrics["policy_tokens"] = float(loss_mask.sum())
     return loss, metrics
 

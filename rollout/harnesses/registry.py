@@ -16,14 +16,24 @@ BUILTIN_HARNESSES: dict[str, str] = {
     "number_guess": "rollout.harnesses.number_guess:NumberGuessHarness",
     "text_adventure": "rollout.harnesses.text_adventure:TextAdventureHarness",
     "persona": "rollout.harnesses.persona.harness:PersonaHarness",
+    "pick_number": "rollout.harnesses.pick_number:PickNumberHarness",
 }
 
 _RANDOM = "rollout.harnesses.experts:RandomPolicy"
 
 # harness -> policy name -> "module:factory"; a factory takes no arguments and returns a Policy.
 POLICIES: dict[str, dict[str, str]] = {
-    "number_guess": {"expert": "rollout.harnesses.experts:BinarySearchExpert", "random": _RANDOM},
-    "text_adventure": {"expert": "rollout.harnesses.experts:ShortestPathExpert", "random": _RANDOM},
+    "number_guess": {
+        "expert": "rollout.harnesses.experts:BinarySearchExpert",
+        "noisy": "rollout.harnesses.experts:NoisyBinarySearch",
+        "random": _RANDOM,
+    },
+    "text_adventure": {
+        "expert": "rollout.harnesses.experts:ShortestPathExpert",
+        "noisy": "rollout.harnesses.experts:NoisyShortestPath",
+        "random": _RANDOM,
+    },
+    "pick_number": {"expert": "rollout.harnesses.pick_number:HighestPick", "random": _RANDOM},
     "persona": {
         "expert": "rollout.harnesses.persona.estimator:PersonaExpert",
         "heuristic": "rollout.harnesses.persona.estimator:RustyWormHeuristic",

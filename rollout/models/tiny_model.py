@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from rollout.models.cache import build_once
@@ -47,6 +47,9 @@ class TinyModelSpec(BaseModel):
     num_attention_heads: int = Field(2, ge=1)
     num_key_value_heads: int = Field(2, ge=1)
     max_position_embeddings: int = Field(4096, ge=256)
+    number_tokens: int = Field(
+        100, ge=0, description="the integers 1..N are added as whole tokens (number_guess plays 1..100)"
+    )
     seed: int = 0
 
     def fingerprint(self, corpus: list[str]) -> str:
@@ -56,8 +59,12 @@ class TinyModelSpec(BaseModel):
         return digest.hexdigest()[:16]
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE: any text encodes (no unknown tokens), frequent harness words become single tokens."""
+def train_tokenizer(corpus: Iterable[str], vocab_size: int, number_tokens: int = 0) -> PreTrainedTokenizerFast:
+    """Byte-level BPE: any text encodes (no unknown tokens), frequent harness words become single tokens.
+
+    transformers loads a qwen2 model's tokenizer as Qwen2Tokenizer, whose pre-tokenizer splits numbers into
+    single digits whatever BPE learned, so 1..number_tokens are added tokens (matched before pre-tokenizing):
+    "between 51 and 100" then shows 51 and 100 as one token each, which a tiny model can halve."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -75,6 +82,7 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokeniz
         pad_token=PAD_TOKEN,
         additional_special_tokens=SPECIAL_TOKENS[1:],
     )
+    wrapped.add_tokens([AddedToken(str(n), normalized=False) for n in range(1, number_tokens + 1)])
     wrapped.chat_template = CHAT_TEMPLATE
     return wrapped
 
@@ -86,7 +94,7 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec, corpus: Iterable[
         raise ValueError("hidden_size must be a multiple of num_attention_heads")
     if spec.hidden_size // spec.num_attention_heads < 32:
         raise ValueError("head_dim (hidden_size / num_attention_heads) must be >= 32 for vLLM's CPU attention")
-    tokenizer = train_tokenizer(corpus, spec.vocab_size)
+    tokenizer = train_tokenizer(corpus, spec.vocab_size, spec.number_tokens)
     end_id = tokenizer.convert_tokens_to_ids(IM_END)
     pad_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
     config = Qwen2Config(
