@@ -118,7 +118,7 @@ def main() -> int:
             engine=engine_config,
             sampling=SamplingConfig(temperature=0.0, max_tokens=args.max_tokens),
             replica_num_cpus=0.5,
-        policy=args.policy,
+            policy=args.policy,
             api_key_env=KEY_ENV,
             store={"backend": "parquet", "root": store_root},
             trainer={"num_cpus": 0.5},

@@ -39,6 +39,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from rollout.data.trajectory import Trajectory
+from rollout.models.checkpoints import fsync_path
 
 MONGODB_URI_ENV = "TERRARIUM_MONGODB_URI"
 logger = logging.getLogger(__name__)
@@ -221,15 +222,6 @@ _SORT_ORDER = [("step", "ascending"), ("group_id", "ascending"), ("episode_id", 
 _STALE_TEMP_S = 600.0  # a temp file this old was left by a writer that crashed (writes take seconds)
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file's bytes, or a directory's entries (a new file, a rename), to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _temp_path(final_path: Path) -> Path:
     """Where a file is written before its rename: dot-named, so pyarrow.dataset never reads it."""
     return final_path.with_name(f".{final_path.name}.tmp")
@@ -243,14 +235,14 @@ def _write_parquet_atomically(table: pa.Table, directory: Path, root: Path) -> N
     temp_path = _temp_path(final_path)
     try:
         pq.write_table(table, temp_path)  # by path: arrow's own file writer (a Python file object is slower)
-        _fsync(temp_path)
+        fsync_path(temp_path)
         os.rename(temp_path, final_path)
     finally:
         temp_path.unlink(missing_ok=True)
     # The new file's entry, and the entries of the directories this write may have created.
     path = directory
     while True:
-        _fsync(path)
+        fsync_path(path)
         if path == root or path == path.parent:
             break
         path = path.parent
@@ -399,7 +391,7 @@ class ParquetTrajectoryStore(TrajectoryStore):
         table = pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
         _write_parquet_atomically(table, self._kind_dir(kind), self.root)
         new = {row["id"] for row in rows if self._claim(kind, row["id"])}
-        _fsync(self.root / "claims" / f"kind={kind}")
+        fsync_path(self.root / "claims" / f"kind={kind}")
         return new
 
     def get_documents(self, kind: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
