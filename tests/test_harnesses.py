@@ -408,7 +408,7 @@ def test_experts_and_policies_by_name():
     assert isinstance(make_policy("number_guess", "random"), RandomPolicy)
     assert isinstance(make_policy("tests.test_harnesses:CountingHarness", "random"), RandomPolicy)
     assert isinstance(make_policy("number_guess", "tests.test_harnesses:InvalidActionPolicy"), InvalidActionPolicy)
-    with pytest.raises(ValueError, match="no policy 'genius'.*available expert, random"):
+    with pytest.raises(ValueError, match="no policy 'genius'.*available expert, noisy, random"):
         make_policy("number_guess", "genius")
     with pytest.raises(ValueError, match="no policy 'expert'"):
         make_expert("tests.test_harnesses:CountingHarness")

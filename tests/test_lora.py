@@ -4,7 +4,6 @@ learner's)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -70,7 +69,7 @@ def test_lora_resume_is_exact(ray_session, model_dir, tmp_path):  # noqa: F811 (
         continued = group.state_dict()
     finally:
         group.shutdown()
-    resumed = LearnerGroup(1, model_dir, dataclasses.replace(config, seed=99), use_gpu=False)
+    resumed = LearnerGroup(1, model_dir, config.model_copy(update={"seed": 99}), use_gpu=False)
     try:
         assert resumed.load_checkpoint(path).step == 1
         resumed.update(second)
@@ -78,7 +77,7 @@ def test_lora_resume_is_exact(ray_session, model_dir, tmp_path):  # noqa: F811 (
             torch.testing.assert_close(tensor, continued[name], rtol=0, atol=0)
     finally:
         resumed.shutdown()
-    full = LearnerGroup(1, model_dir, dataclasses.replace(config, lora=None), use_gpu=False)
+    full = LearnerGroup(1, model_dir, config.model_copy(update={"lora": None}), use_gpu=False)
     try:
         with pytest.raises(Exception, match="learner.lora is not set"):
             full.load_checkpoint(path)

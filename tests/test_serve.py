@@ -313,8 +313,12 @@ def test_predict_delta_in_rust_form_falls_back_to_the_expert(client):
     assert delta.model_dump(mode="json") == body["delta"]  # the exact serde shape comes back
     assert body["reasoning"].startswith("Fallback to the persona expert because the policy's reply")
     assert body["policy_version"] is None
-    version = client.get("/version").json()  # every fallback is counted (one replica answers both)
-    assert version["fallbacks"] >= 1 and version["fallback_rate"] == version["fallbacks"] / version["answers"] > 0
+    # Every fallback is counted by the replica that answered it; the service runs 2 replicas, and /version
+    # reports the one it reaches, so ask until the counting replica answers.
+    versions = [client.get("/version").json() for _ in range(20)]
+    counted = [v for v in versions if v["fallbacks"] >= 1]
+    assert counted, versions
+    assert all(v["fallback_rate"] == v["fallbacks"] / v["answers"] > 0 for v in counted)
 
     profile = AiProfile.model_validate_json(PROFILE_JSON)
     expected, confidence, _ = predict_delta(profile, BehaviorObservation.model_validate_json(OBSERVATION_JSON))
