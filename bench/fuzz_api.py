@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -28,17 +27,12 @@ from hypothesis import HealthCheck, Phase, given
 from ray import serve
 from schemathesis import GenerationMode
 
-from cluster.serve_command import ServeCommandConfig, start_service
-from rollout.engine import EngineConfig, SamplingConfig, start_engines
+from cluster.serve_command import start_service
+from rollout.engine import EngineConfig, start_engines
 from rollout.models.source import ModelConfig, resolve_model_path
+from serve_load import service_config  # bench/ is the script's directory, first on sys.path
 
 KEY_ENV = "TERRARIUM_FUZZ_KEY"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fuzz(url: str, key: str, cases: int, seed: int) -> int:
@@ -111,17 +105,9 @@ def main() -> int:
     model_path = str(resolve_model_path(ModelConfig(path=args.model_path)))
     engine_config = EngineConfig(dtype="float32", max_num_seqs=64)
     with tempfile.TemporaryDirectory() as store_root:
-        config = ServeCommandConfig(
-            app_name="fuzz-persona",
-            port=free_port(),
-            model=ModelConfig(path=model_path),
-            engine=engine_config,
-            sampling=SamplingConfig(temperature=0.0, max_tokens=args.max_tokens),
-            replica_num_cpus=0.5,
-            policy=args.policy,
-            api_key_env=KEY_ENV,
-            store={"backend": "parquet", "root": store_root},
-            trainer={"num_cpus": 0.5},
+        config = service_config(
+            "fuzz-persona", model_path, engine_config, args.policy, args.max_tokens,
+            api_key_env=KEY_ENV, store={"backend": "parquet", "root": store_root},
         )
         ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
         try:

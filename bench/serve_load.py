@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import collections
 import random
-import socket
 import statistics
 import time
 
@@ -30,12 +29,24 @@ from rollout.engine import EngineConfig, SamplingConfig, start_engines
 from rollout.harnesses.persona.profiles import heldout_persona, neutral_profile
 from rollout.harnesses.persona.simulator import observe
 from rollout.models.source import ModelConfig, resolve_model_path
+from serve_latency import free_port  # bench/ is the script's directory, first on sys.path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def service_config(
+    app_name: str, model_path: str, engine: EngineConfig, policy: str, max_tokens: int, **extra: object
+) -> ServeCommandConfig:
+    """The persona service the HTTP benches (this one and fuzz_api.py) run: greedy, half-CPU replicas."""
+    return ServeCommandConfig(
+        app_name=app_name,
+        port=free_port(),
+        model=ModelConfig(path=model_path),
+        engine=engine,
+        sampling=SamplingConfig(temperature=0.0, max_tokens=max_tokens),
+        replica_num_cpus=0.5,
+        policy=policy,
+        trainer={"num_cpus": 0.5},
+        **extra,
+    )
 
 
 def request_bodies(count: int) -> list[dict]:
@@ -95,17 +106,7 @@ def main() -> None:
 
     model_path = str(resolve_model_path(ModelConfig(path=args.model_path)))
     engine_config = EngineConfig(dtype="float32", max_num_seqs=64)
-    config = ServeCommandConfig(
-        app_name="load-persona",
-        port=free_port(),
-        model=ModelConfig(path=model_path),
-        engine=engine_config,
-        sampling=SamplingConfig(temperature=0.0, max_tokens=args.max_tokens),
-        replica_num_cpus=0.5,
-        policy=args.policy,
-        store=None,
-        trainer={"num_cpus": 0.5},
-    )
+    config = service_config("load-persona", model_path, engine_config, args.policy, args.max_tokens, store=None)
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
         engine = start_engines(model_path, engine_config)[0] if args.policy == "llm" else None
