@@ -57,10 +57,15 @@ def cmd_import_model(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from cluster.evaluation import evaluate_policy
 
-    kwargs = {"split": "heldout"} if args.harness == "persona" else {}
     config = load_config(args.config, args.overrides)
-    report = evaluate_policy(args.harness, args.policy, args.episodes, args.seed, kwargs, config)
-    split = " (held-out personas)" if kwargs else ""
+    harness = args.harness or config.rollout.harness
+    # The config's harness plays by the rules training's evaluations use (e.g. number_guess show_range).
+    same = harness == config.rollout.harness
+    kwargs = {**config.rollout.harness_kwargs, **config.train.eval_harness_kwargs} if same else {}
+    if harness == "persona":
+        kwargs["split"] = "heldout"
+    report = evaluate_policy(harness, args.policy, args.episodes, args.seed, kwargs, config)
+    split = " (held-out personas)" if harness == "persona" else ""
     print(f"{report.harness}{split} / {report.policy}: {report.episodes} episodes from seed {report.seed}")
     print(f"  success rate   {report.success_rate:.3f}")
     print(f"  mean reward    {report.mean_reward:.3f}")
@@ -140,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.set_defaults(func=cmd_baseline)
 
     evaluation = sub.add_parser("eval", help="evaluate a policy on a harness (persona: held-out personas)")
-    evaluation.add_argument("--harness", required=True, help="built-in name or module:Class")
+    evaluation.add_argument(
+        "--harness", default=None,
+        help="built-in name or module:Class; default: the config's rollout.harness, with its harness_kwargs",
+    )
     evaluation.add_argument(
         "--policy", default="expert",
         help="expert | heuristic (persona) | random | module:Factory | rllib:CHECKPOINT (of `terrarium baseline`) "

@@ -74,3 +74,14 @@ def test_llm_weights_resolve_from_a_run_a_checkpoint_or_a_model_directory(tmp_pa
     assert resolve_model_dir(run_dir) == newest
     assert resolve_model_dir(newest.parent) == newest
     assert resolve_model_dir(newest) == newest
+
+
+def test_eval_with_a_config_plays_its_harness_by_its_rules(capsys):
+    # configs/local.yaml: number_guess with 7 guesses and show_range; the random policy then never needs more.
+    assert main(["eval", "--config", "configs/local.yaml", "--policy", "random", "--episodes", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("number_guess / random: 8 episodes")
+    expected = evaluate("number_guess", "random", 8, 0, {"show_range": True, "max_steps": 7})
+    assert f"mean steps     {expected.mean_steps:.3f}" in printed
+    assert f"mean reward    {expected.mean_reward:.3f}" in printed
+    assert expected.mean_steps != evaluate("number_guess", "random", 8, 0).mean_steps  # 10 guesses by default
