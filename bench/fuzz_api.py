@@ -1,7 +1,7 @@
 """Fuzz the policy service through its own OpenAPI description with schemathesis; prints the count of 5xx.
 
-Starts a local Ray, one vLLM engine on the tiny model (or --model-path) and the service as `terrarium serve`
-starts it (policy llm, a Parquet store in a temp directory, an API key), loads /openapi.json with the key,
+Starts a local Ray and the service as `terrarium serve` starts it (policy llm, its PolicyLLM engine on the
+tiny model or --model-path, a Parquet store in a temp directory, an API key), loads /openapi.json with the key,
 then for every operation generates valid bodies (positive mode) and invalid ones (negative mode) with
 Hypothesis and sends each. A 5xx is the service failing on a request, the figure that must be 0; the other
 statuses are counted too. /train cases really train the engine (the weights are thrown away at the end).
@@ -28,7 +28,7 @@ from ray import serve
 from schemathesis import GenerationMode
 
 from cluster.serve_command import start_service
-from rollout.engine import EngineConfig, start_engines
+from rollout.engine import EngineConfig
 from rollout.models.source import ModelConfig, resolve_model_path
 from serve_load import service_config  # bench/ is the script's directory, first on sys.path
 
@@ -111,8 +111,7 @@ def main() -> int:
         )
         ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
         try:
-            engine = start_engines(model_path, engine_config)[0] if args.policy == "llm" else None
-            url = start_service(config, engine).rstrip("/")
+            url = start_service(config).rstrip("/")
             server_errors = fuzz(url, key, args.cases, args.seed)
         finally:
             serve.shutdown()

@@ -1,16 +1,22 @@
-"""/predict-delta latency and throughput through Ray Serve (and, for policy llm, against calling the engine
-directly).
+"""/predict-delta latency and throughput through Ray Serve, and for policy llm the OpenAI API's streaming
+time-to-first-token and tokens/s, each against calling the engine directly in the same run.
 
 Starts a local Ray and the policy service on a free port with --policy (default: the served default, the
-evidence policy, which needs no engine; llm: one vLLM engine on the tiny model or --model-path), then for each
-concurrency level sends the same /predict-delta request (a simulated observation of a built-in persona) from
-that many concurrent clients, and for llm the same persona prompt straight to the engine actor from as many
-concurrent callers. Prints p50/p99 latency, requests/s, the Serve/engine ratio and the fallback rate /version
-reports.
+evidence policy, which needs no engine; llm: the app's PolicyLLM deployment, Ray Serve LLM's LLMServer on the
+tiny model or --model-path), then for each concurrency level sends the same /predict-delta request (a
+simulated observation of a built-in persona) from that many concurrent clients, and for llm the same persona
+prompt straight to the engine (the PolicyLLM deployment handle's generate: no HTTP, no ingress, no OpenAI
+layer) from as many concurrent callers. Prints p50/p99 latency, requests/s, the Serve/engine ratio and the
+fallback rate /version reports.
+
+Streaming (llm): the same prompt token ids as a streamed /v1/completions request through the official openai
+client (temperature 0, max_tokens --max-tokens, usage in the last chunk), one request at a time: TTFT is the
+time to the first chunk with text, tokens/s is (tokens - 1) / (last chunk - first chunk). Engine: TTFT is a
+generate of max_tokens 1, tokens/s is (tokens - 1) / (time of a max_tokens generate - that TTFT).
 
 Usage (from the repository root):
   python bench/serve_latency.py [--policy evidence|llm] [--levels 1 8 32] [--requests-per-client 8]
-                                [--max-tokens 32] [--model-path DIR]
+                                [--max-tokens 32] [--model-path DIR] [--stream-requests 20]
 The untrained tiny model writes no valid delta, so every llm answer also runs the expert fallback.
 """
 
@@ -25,17 +31,19 @@ import time
 from collections.abc import Awaitable, Callable
 
 import httpx
+import openai
 import ray
 from ray import serve
 from transformers import AutoTokenizer
 
 from cluster.serve_command import ServeCommandConfig, start_service
 from rollout.chat import ChatRenderer
-from rollout.engine import EngineConfig, SamplingConfig, start_engines
+from rollout.engine import EngineConfig, SamplingConfig
 from rollout.models.source import ModelConfig, resolve_model_path
 from rollout.harnesses.persona.profiles import heldout_persona, neutral_profile
 from rollout.harnesses.persona.simulator import observe
 from rollout.harnesses.persona.policy_format import PersonaPolicyFormat
+from serve.llm_server import DEPLOYMENT_NAME
 
 
 def free_port() -> int:
@@ -96,6 +104,58 @@ async def bench(args: argparse.Namespace, url: str, engine, prompt: list[int], b
             print(line)
         version = (await http.get("/version")).json()
         print(f"/version: {version['answers']} answers, fallback rate {version['fallback_rate']:.3f} (one replica)")
+    if engine is not None:
+        await bench_streaming(args, url, engine, prompt, eos)
+
+
+async def bench_streaming(args: argparse.Namespace, url: str, engine, prompt: list[int], eos: int) -> None:
+    """Streaming TTFT and decode tokens/s through the OpenAI API vs the engine (module doc)."""
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", timeout=300, max_retries=0)
+    model = (await client.models.list()).data[0].id
+
+    async def streamed() -> tuple[float, float]:
+        start = time.perf_counter()
+        first = last = None
+        tokens = 0
+        stream = await client.completions.create(
+            model=model, prompt=prompt, max_tokens=args.max_tokens, temperature=0.0, stream=True,
+            stream_options={"include_usage": True},
+        )
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].text:
+                last = time.perf_counter()
+                first = first or last
+            if chunk.usage is not None:
+                tokens = chunk.usage.completion_tokens
+        return first - start, (tokens - 1) / (last - first) if tokens > 1 and last > first else float("nan")
+
+    async def direct() -> tuple[float, float]:
+        start = time.perf_counter()
+        await engine.generate.remote(prompt, SamplingConfig(temperature=0.0, max_tokens=1), [eos], None)
+        ttft = time.perf_counter() - start
+        start = time.perf_counter()
+        generation = await engine.generate.remote(
+            prompt, SamplingConfig(temperature=0.0, max_tokens=args.max_tokens), [eos], None
+        )
+        total = time.perf_counter() - start
+        tokens = len(generation.token_ids)
+        return ttft, (tokens - 1) / (total - ttft) if tokens > 1 and total > ttft else float("nan")
+
+    for _ in range(2):  # warm up
+        await streamed()
+        await direct()
+    runs = {"openai stream": [await streamed() for _ in range(args.stream_requests)],
+            "engine": [await direct() for _ in range(args.stream_requests)]}
+    print(f"streaming, one request at a time, {args.stream_requests} requests, prompt {len(prompt)} tokens, "
+          f"max_tokens {args.max_tokens}")
+    print(f"{'path':>13} | {'TTFT p50':>8} {'p99':>7} | {'tokens/s p50':>12}")
+    for path, results in runs.items():
+        ttfts, rates = [r[0] for r in results], [r[1] for r in results]
+        print(f"{path:>13} | {1000 * percentile(ttfts, 50):>6.1f}ms {1000 * percentile(ttfts, 99):>5.0f}ms | "
+              f"{statistics.median(rates):>12.1f}")
+    stream_ttft, engine_ttft = (percentile([r[0] for r in runs[k]], 50) for k in runs)
+    print(f"TTFT ratio (openai stream / engine, p50): {stream_ttft / engine_ttft:.2f}")
+    await client.close()
 
 
 def main() -> None:
@@ -105,6 +165,7 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens the model may write per request")
     parser.add_argument("--model-path", default=None, help="a local HF model directory (default: the tiny model)")
+    parser.add_argument("--stream-requests", type=int, default=20, help="llm: streamed requests per path")
     args = parser.parse_args()
 
     model_path = str(resolve_model_path(ModelConfig(path=args.model_path)))
@@ -121,8 +182,8 @@ def main() -> None:
     )
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
-        engine = start_engines(model_path, engine_config)[0] if args.policy == "llm" else None
-        url = start_service(config, engine).rstrip("/")  # as `terrarium serve` does, on this engine
+        url = start_service(config).rstrip("/")  # as `terrarium serve` does
+        engine = serve.get_deployment_handle(DEPLOYMENT_NAME, config.app_name) if args.policy == "llm" else None
 
         profile = neutral_profile()
         observation = observe(heldout_persona(0), profile, random.Random(0))

@@ -1,7 +1,7 @@
 """Sustained load on /predict-delta: N concurrent clients for D seconds; prints requests/s, p50, p99, errors.
 
-Starts a local Ray, one vLLM engine on the tiny model (or --model-path) and the service as `terrarium serve`
-starts it (policy llm, configs/serve.yaml's limits: max_ongoing_requests, max_queued_requests,
+Starts a local Ray and the service as `terrarium serve` starts it (policy llm, its PolicyLLM engine on the
+tiny model or --model-path, configs/serve.yaml's limits: max_ongoing_requests, max_queued_requests,
 request_timeout_s), then each client sends RustyWorm-shaped /predict-delta requests (a simulated observation
 of a held-out persona, a different one per request) back to back until the time is up. An error is any
 answer other than 200 or a failed connection; the target is 0.
@@ -25,7 +25,7 @@ import ray
 from ray import serve
 
 from cluster.serve_command import ServeCommandConfig, start_service
-from rollout.engine import EngineConfig, SamplingConfig, start_engines
+from rollout.engine import EngineConfig, SamplingConfig
 from rollout.harnesses.persona.profiles import heldout_persona, neutral_profile
 from rollout.harnesses.persona.simulator import observe
 from rollout.models.source import ModelConfig, resolve_model_path
@@ -109,8 +109,7 @@ def main() -> None:
     config = service_config("load-persona", model_path, engine_config, args.policy, args.max_tokens, store=None)
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
-        engine = start_engines(model_path, engine_config)[0] if args.policy == "llm" else None
-        url = start_service(config, engine).rstrip("/")
+        url = start_service(config).rstrip("/")
         print(
             f"max_ongoing_requests {config.max_ongoing_requests}, max_queued_requests {config.max_queued_requests}, "
             f"request_timeout_s {config.request_timeout_s}, max_tokens {args.max_tokens}"

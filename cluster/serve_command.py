@@ -1,11 +1,12 @@
 """`terrarium serve [CONFIG] [KEY=VALUE ...]`: the policy service on Ray Serve until Ctrl-C.
 
-    connect Ray (RAY_ADDRESS or a local one) -> [policy llm: engine -> learner's PolicyTrainer actor]
+    connect Ray (RAY_ADDRESS or a local one) -> [policy llm: learner's PolicyTrainer actor]
     [policy rllib: the RLlib checkpoint's policy] -> serve.app.run -> print the URL -> wait -> Ctrl-C
 
 The cluster side owns the wiring: serve/ imports nothing from learner, so the trainer actor (which trains
 /train requests and loads published checkpoints) is started here, and the RLlib policy loaded here, and both
-are handed to the app. The config file is
+are handed to the app. The engine is the app's own PolicyLLM deployment (serve.llm_server); the trainer
+reaches it by the app's name. The config file is
 serve.config.ServeConfig plus a `trainer` section (learner.online_trainer.OnlineTrainerConfig).
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import ray
 from pydantic import Field
@@ -23,11 +23,11 @@ from cluster.config import load_config
 from cluster.evaluation import load_checkpoint_policy
 from cluster.placement import connect_ray
 from learner.online_trainer import OnlineTrainerConfig, start_policy_trainer
-from rollout.engine import start_engines
 from rollout.models.source import resolve_model_path
 from serve.app import api_key
 from serve.app import run as run_policy_service
 from serve.config import ServeConfig
+from serve.llm_server import ServedEngine
 
 
 class ServeCommandConfig(ServeConfig):
@@ -52,27 +52,28 @@ def load_serve_config(path: str | Path | None, overrides: list[str] = ()) -> Ser
     return load_config(path, overrides, ServeCommandConfig)
 
 
-def start_service(config: ServeCommandConfig, engine: Any | None = None) -> str:
-    """Deploy the service on the connected Ray and return its URL. Policy "llm": serves from `engine` (an
-    engine actor handle), or from an engine started here from config.engine."""
+def start_service(config: ServeCommandConfig) -> str:
+    """Deploy the service on the connected Ray and return its URL (policy llm: with its engine, from
+    config.engine, ready)."""
     service = config.service()
     trainer = delta_policy = None
     if service.policy == "rllib":
         delta_policy = load_checkpoint_policy(f"rllib:{service.checkpoint}")
     if service.policy == "llm":
         model_path = str(resolve_model_path(service.model))
-        if engine is None:
-            (engine,) = start_engines(model_path, service.engine)
+        engine = ServedEngine(service.app_name, config.trainer.sync_timeout_s)
         trainer = start_policy_trainer(model_path, config.trainer, engine)
     return run_policy_service(service, trainer, delta_policy)
 
 
 def needed_cpus(config: ServeCommandConfig) -> float:
-    """The Ray CPUs the service reserves: its replicas, and for the llm policy the engine and the trainer."""
+    """The Ray CPUs the service reserves: its replicas, and for the llm policy the engine (Ray Serve LLM's
+    placement group: one CPU per vLLM worker) and the trainer. Logical CPUs: a 2-core laptop gets more
+    than 2, or the ingress replicas would find no room next to the engine."""
     replicas = config.autoscaling.max_replicas if config.autoscaling is not None else config.num_replicas
     needed = replicas * config.replica_num_cpus
     if config.policy == "llm":
-        needed += config.engine.num_cpus + config.trainer.num_cpus
+        needed += config.engine.tensor_parallel_size + config.trainer.num_cpus
     return needed
 
 

@@ -15,6 +15,8 @@ update starts from the current weights (ratio 1) and the importance weights are 
 One PolicyTrainer actor serves an application (all its replicas), so updates and checkpoint loads happen one
 at a time and every new version reaches the engine in order. The service reaches it only through its actor
 handle (serve imports nothing from learner); checkpoint facts it reads itself (rollout.models.checkpoints).
+The engine is the served model's (serve.llm_server.ServedEngine): blocking get_policy_version() and
+load_weights(payload, version) calls, each with its own deadline.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from learner.advantages import weighted_advantages
 from learner.batch import TrainBatch, token_logprobs
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss
 from learner.optimizer import OptimizerConfig, build_optimizer, micro_batches, optimizer_step
-from learner.weight_sync import sync_through_object_store
 from rollout.data.trajectory import Trajectory
+from rollout.engine import serialize_state_dict
 
 
 class OnlineTrainerConfig(OptimizerConfig):
@@ -78,7 +80,9 @@ class PolicyTrainer:
 
     def _push(self, policy_version: int) -> int:
         assert self.model is not None
-        sync_through_object_store(self.model.state_dict(), [self.engine], policy_version, self.config.sync_timeout_s)
+        loaded = self.engine.load_weights(serialize_state_dict(self.model.state_dict()), policy_version)
+        if loaded != policy_version:
+            raise RuntimeError(f"weight push: the engine serves version {loaded}, expected {policy_version}")
         return policy_version
 
     def load_checkpoint(self, model_dir: str, policy_version: int) -> int:
@@ -104,7 +108,7 @@ class PolicyTrainer:
         used = [(t, w) for t, w in zip(trajectories, weights, strict=True) if w > 0]
         advantages = weighted_advantages([t.total_reward for t, _ in used], [w for _, w in used]) if used else None
         if advantages is None:
-            version = ray.get(self.engine.get_policy_version.remote())
+            version = self.engine.get_policy_version()
             return {"loss": 0.0, "num_trajectories_used": 0.0, "policy_version": float(version), "grad_norm": 0.0}
         if self.model is None:
             self._load(self.model_path)
@@ -135,7 +139,7 @@ class PolicyTrainer:
         )
         # The learner's rule: a non-finite gradient skips the step, the weights and the version stay.
         stepped = math.isfinite(grad_norm)
-        current = ray.get(self.engine.get_policy_version.remote())
+        current = self.engine.get_policy_version()
         version = self._push(current + 1) if stepped else current
         return {
             "loss": sum(part["loss"] for part in parts),
@@ -148,7 +152,7 @@ class PolicyTrainer:
 
 
 def start_policy_trainer(model_path: str, config: OnlineTrainerConfig, engine: Any) -> Any:
-    """The PolicyTrainer actor for one served application, training for `engine` (an engine actor handle)."""
+    """The PolicyTrainer actor for one served application, training for `engine` (module doc)."""
     actor_class = ray.remote(num_cpus=config.num_cpus, num_gpus=config.num_gpus)(PolicyTrainer)
     trainer = actor_class.remote(model_path, config, engine)
     ray.get(trainer.get_engine.remote())  # started, or the error now

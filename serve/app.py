@@ -4,11 +4,15 @@
     GET  /version                 policy kind, engine policy version, model path, published checkpoint and step
     POST /predict-delta           {profile, observation} -> {delta, confidence, reasoning}
     POST /train                   {trajectories, importance_weights, loss_type} -> {loss, training_time_ms, ...}
-    POST /v1/chat/completions     OpenAI-style chat through the same engine
+    GET  /v1/models, /v1/models/{id}, POST /v1/chat/completions, /v1/completions
+                                  the OpenAI API, from Ray Serve LLM (policy llm; 409 for the others)
 
-Policy "llm": the served model reads the persona harness's prompt and writes an apply_delta call
-(rollout.harnesses.persona.policy_format); a reply that cannot be used, a prompt that does not fit, or a failed engine falls back to the
-persona expert and says so in `reasoning`, never a 500. Policy "evidence" (the default): the evidence policy
+Policy "llm": the app has a second deployment, PolicyLLM (serve.llm_server): Ray Serve LLM's LLMServer, that
+is vLLM's OpenAI server (streaming, n, tool calls), on the served model. This ingress is Ray's OpenAiIngress
+with our routes added, so both surfaces share one engine, one port, the API key, body limit and timeouts.
+The served model reads the persona harness's prompt and writes an apply_delta call
+(rollout.harnesses.persona.policy_format); a reply that cannot be used, a prompt that does not fit, or a
+failed engine falls back to the persona expert and says so in `reasoning`, never a 500. Policy "evidence" (the default): the evidence policy
 (rollout.harnesses.persona.evidence_policy) answers from the response text, patterns and similarity, with a
 bounded per-profile memory in each replica. Policy "expert": the persona expert answers. Policy
 "rllib": the PPO baseline's checkpoint (`terrarium baseline`) answers, loaded by whoever starts the service
@@ -17,11 +21,13 @@ request does not say how many observations of the target came before, so the PPO
 as the target's first observation (observations_used 0, as at the start of a training episode).
 
 For policy "llm", every replica of an application shares one PolicyTrainer actor (learner.online_trainer),
-which holds the engine: /train updates and published checkpoints reach the one engine in order. This package
-imports nothing from learner: whoever starts the service (cluster.serve_command, a test) starts that actor and
+which pushes weights into PolicyLLM (serve.llm_server.ServedEngine): /train updates and published
+checkpoints reach the one engine in order, each as a hot reload (pause, load on every worker, resume). This
+package imports nothing from learner: whoever starts the service (cluster.serve_command, a test) starts that actor and
 hands its handle to build_app/run; checkpoint facts are read here (rollout.models.checkpoints). The published
 checkpoint is the deployment's user_config; `publish` changes it and Serve reconfigures the running replicas
 in place (no restart, requests in flight finish; the engine holds new requests while it swaps weights).
+/version reports the engine's policy version; OpenAI answers carry it as system_fingerprint "policy-vN".
 
 /train is idempotent, across replicas and processes: it trains only on the trajectories the store reports as
 newly stored (rollout.data.store.put_documents), and the first request with a given set of ids claims that
@@ -29,7 +35,7 @@ set and keeps its answer in the store; a retry (even one racing the first on ano
 earlier answer, with the same policy_version, and takes no second optimizer step.
 
 Errors: a malformed body, or numbers beyond what the service computes with, is 422 with the field's path in
-`detail[].loc` and in `message`; a body over max_body_bytes is 413; a missing or wrong API key (when
+`detail[].loc` and in `message` (OpenAI routes too); a body over max_body_bytes is 413; a missing or wrong API key (when
 configured) is 401, except on /health (/docs and /openapi.json need it too); a full queue is 503 with
 Retry-After; a request not answered within request_timeout_s is 408.
 """
@@ -52,13 +58,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import RayError
+from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException, to_model_metadata
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
+from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
 from ray.util.metrics import Counter
 from transformers import AutoTokenizer
 
 from rollout.chat import ChatRenderer
-from rollout.engine import SamplingConfig
 from rollout.harnesses.tools import ActionParseError
 from rollout.models.checkpoints import describe_checkpoint
 from rollout.models.source import resolve_model_path
@@ -69,13 +76,9 @@ from rollout.data.store import open_store
 from rollout.data.trajectory import Trajectory
 from serve.config import PublishedPolicy, ServeConfig
 from serve.guards import GuardSettings, RequestGuard
+from serve.llm_server import llm_config, llm_deployment
 from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, parse_delta
 from serve.schemas import (
-    ChatChoice,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ChatMessage,
-    ChatUsage,
     PredictDeltaRequest,
     PredictDeltaResponse,
     TrainRequest,
@@ -95,6 +98,13 @@ logger = logging.getLogger(__name__)
 
 api = FastAPI(title="Terrarium policy service", description=__doc__)
 api.add_middleware(RequestGuard)
+# Ray's OpenAI handlers, mounted on our app (the embeddings, score, audio and tokenizer routes are not).
+OPENAI_ROUTES = {
+    "models": lambda app: app.get("/v1/models"),
+    "model_data": lambda app: app.get("/v1/models/{model:path}"),
+    "completions": lambda app: app.post("/v1/completions"),
+    "chat": lambda app: app.post("/v1/chat/completions"),
+}
 
 
 @api.exception_handler(RequestValidationError)
@@ -112,8 +122,10 @@ async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
     return JSONResponse({"detail": [{"loc": ["body"], "msg": message, "type": "overflow"}], "message": message}, 422)
 
 
-def _invalid(field: str, message: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
+@api.exception_handler(OpenAIHTTPException)
+async def _openai_error(request: Request, exc: OpenAIHTTPException) -> JSONResponse:
+    """Errors of the OpenAI routes in OpenAI's shape, with their own status (vLLM's 400s stay 400s)."""
+    return JSONResponse({"error": {"message": exc.message, "type": exc.type, "code": exc.status_code}}, exc.status_code)
 
 
 def _short(text: str) -> str:
@@ -128,22 +140,20 @@ class ServiceBuild:
 
     config: ServeConfig
     trainer: Any | None  # learner.online_trainer.PolicyTrainer actor; None for the expert and rllib policies
-    engine: Any | None  # the engine actor the trainer holds
     model_path: str | None
     api_key: str | None
     delta_policy: Any | None = None  # policy rllib: the loaded checkpoint policy (predict(profile, observation))
     build_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-@serve.deployment
-@serve.ingress(api)
-class PolicyService:
-    def __init__(self, build: ServiceBuild) -> None:
+class PolicyService(OpenAiIngress):
+    def __init__(self, build: ServiceBuild, llm_deployments: dict[str, Any], model_cards: dict[str, Any]) -> None:
+        super().__init__(llm_deployments, model_cards)
         self.build = build
         self.config = build.config
-        api.state.guard = GuardSettings(self.config.max_body_bytes, build.api_key)
+        self.guard = GuardSettings(self.config.max_body_bytes, build.api_key)  # read by serve.guards.RequestGuard
         self.trainer = build.trainer
-        self.engine = build.engine
+        self.llm = llm_deployments.get(self.config.model_id)  # PolicyLLM's handle; None without a model
         self.delta_policy = build.delta_policy
         self.evidence = EvidencePolicy() if self.config.policy == "evidence" else None
         self.answers = self.fallbacks = 0  # /predict-delta answers of this replica, and how many were fallbacks
@@ -157,6 +167,12 @@ class PolicyService:
             self.tokenizer = AutoTokenizer.from_pretrained(build.model_path)
             self.format = PersonaPolicyFormat(ChatRenderer(self.tokenizer))
             self.end_of_turn = self.format.renderer.end_of_turn_id
+
+    async def _process_llm_request(self, body: Any, call_method: str, raw_request: Request | None = None) -> Any:
+        if self.llm is None:
+            raise HTTPException(409, f"policy '{self.config.policy}' serves no language model; the OpenAI API needs "
+                                "policy 'llm'")
+        return await super()._process_llm_request(body, call_method, raw_request)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve calls this at start and whenever the user_config changes (publish)."""
@@ -177,7 +193,7 @@ class PolicyService:
     async def version(self) -> VersionResponse:
         return VersionResponse(
             policy_kind=self.config.policy,
-            policy_version=await self.engine.get_policy_version.remote() if self.engine is not None else None,
+            policy_version=await self.llm.get_policy_version.remote() if self.llm is not None else None,
             model_path=self.build.model_path,
             checkpoint=self.config.checkpoint if self.delta_policy is not None else self.published.checkpoint,
             checkpoint_step=self.published.checkpoint_step,
@@ -209,7 +225,7 @@ class PolicyService:
                 "observation, read as the target's first observation"
             )
             return PredictDeltaResponse(delta=delta, confidence=delta.confidence, reasoning=reasoning)
-        if self.engine is None:
+        if self.llm is None:
             delta, confidence, reasoning = estimator.predict_delta(request.profile, request.observation)
             return PredictDeltaResponse(delta=delta, confidence=confidence, reasoning=reasoning)
         prompt = self.format.prompt_ids(request.profile, request.observation)
@@ -220,8 +236,8 @@ class PolicyService:
             return self._fallback(request, why)
         sampling = self.config.sampling.model_copy(update={"max_tokens": min(self.config.sampling.max_tokens, room)})
         try:
-            generation = await self.engine.generate.remote(prompt, sampling, [self.end_of_turn], None)
-        except RayError as exc:
+            generation = await self.llm.generate.remote(prompt, sampling, [self.end_of_turn], None)
+        except Exception as exc:  # the engine failed, or Serve could not reach it: a counted fallback, never a 500
             return self._fallback(request, f"the policy engine failed ({_short(str(exc).strip().splitlines()[-1])})")
         reply = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
         try:
@@ -341,47 +357,8 @@ class PolicyService:
             status="completed",
         )
 
-    @api.post("/v1/chat/completions", response_model=ChatCompletionResponse)
-    async def chat_completions(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
-        if self.engine is None:
-            raise HTTPException(409, f"policy '{self.config.policy}' serves no language model; chat needs policy 'llm'")
-        messages = [message.model_dump() for message in request.messages]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        prompt = self.tokenizer.encode(text, add_special_tokens=False)
-        max_tokens = request.max_tokens or self.config.sampling.max_tokens
-        context = self.config.engine.max_model_len
-        if len(prompt) + max_tokens > context:
-            field = "max_tokens" if len(prompt) < context else "messages"
-            message = f"the prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) exceed the context ({context})"
-            raise _invalid(field, message)
-        sampling = SamplingConfig(
-            temperature=self.config.sampling.temperature if request.temperature is None else request.temperature,
-            top_p=self.config.sampling.top_p if request.top_p is None else request.top_p,
-            max_tokens=max_tokens,
-        )
-        try:
-            generation = await self.engine.generate.remote(prompt, sampling, [self.end_of_turn], request.seed)
-        except RayError as exc:
-            raise HTTPException(503, f"the policy engine failed: {_short(str(exc).strip().splitlines()[-1])}") from exc
-        content = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
-        return ChatCompletionResponse(
-            id=f"chatcmpl-{uuid.uuid4().hex}",
-            created=int(time.time()),
-            model=request.model or str(self.published.checkpoint or self.build.model_path),
-            choices=[
-                ChatChoice(
-                    index=0,
-                    message=ChatMessage(role="assistant", content=content),
-                    finish_reason=generation.finish_reason,
-                )
-            ],
-            usage=ChatUsage(
-                prompt_tokens=len(prompt),
-                completion_tokens=len(generation.token_ids),
-                total_tokens=len(prompt) + len(generation.token_ids),
-            ),
-            policy_version=generation.policy_version,
-        )
+
+PolicyDeployment = serve.deployment(make_fastapi_ingress(PolicyService, endpoint_map=OPENAI_ROUTES, app=api))
 
 
 # ---- building, running and publishing --------------------------------------------------------------------
@@ -422,7 +399,13 @@ def _application(build: ServiceBuild, release: PublishedPolicy) -> Application:
         options["autoscaling_config"] = config.autoscaling.model_dump()
     else:
         options["num_replicas"] = config.num_replicas
-    return PolicyService.options(**options).bind(build)
+    llm_deployments, model_cards = {}, {}
+    if build.model_path is not None:  # policy llm: PolicyLLM, the same build version (publish keeps it running)
+        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        served = llm_config(config.model_id, build.model_path, config.engine, config.tool_call_parser, use_gpu)
+        llm_deployments[config.model_id] = llm_deployment(served, config.engine.weight_sync_timeout_s, build.build_id)
+        model_cards[config.model_id] = to_model_metadata(config.model_id, served)
+    return PolicyDeployment.options(**options).bind(build, llm_deployments, model_cards)
 
 
 def _describe_checkpoint(checkpoint: str | Path, policy_version: int | None) -> PublishedPolicy:
@@ -435,9 +418,9 @@ def _describe_checkpoint(checkpoint: str | Path, policy_version: int | None) -> 
 
 
 def build_app(config: ServeConfig, trainer: Any | None = None, delta_policy: Any | None = None) -> Application:
-    """The application for `config`. `trainer`: the learner's PolicyTrainer actor handle (it holds the engine),
-    required for policy "llm" and refused for the others. Policy llm serves config.checkpoint or the newest
-    checkpoint of config.run_dir from the start, else the engine's own weights. `delta_policy`: for policy
+    """The application for `config`. `trainer`: the learner's PolicyTrainer actor handle (it pushes weights
+    into the app's PolicyLLM deployment), required for policy "llm" and refused for the others. Policy llm
+    serves config.checkpoint or the newest checkpoint of config.run_dir from the start, else the engine's own weights. `delta_policy`: for policy
     rllib, config.checkpoint's policy as the caller loaded it (predict(profile, observation,
     observations_used)), handed to the replicas. Needs a connected Ray."""
     if (config.policy == "llm") != (trainer is not None):
@@ -447,14 +430,13 @@ def build_app(config: ServeConfig, trainer: Any | None = None, delta_policy: Any
         )
     if (config.policy == "rllib") != (delta_policy is not None):
         raise ValueError("policy 'rllib' needs its loaded checkpoint policy (delta_policy), and only it takes one")
-    engine = model_path = None
+    model_path = None
     release = PublishedPolicy()
     if trainer is not None:
-        engine = ray.get(trainer.get_engine.remote())
         model_path = str(resolve_model_path(config.model))
         if config.initial_weights is not None:
             release = _describe_checkpoint(config.initial_weights, None)
-    return _application(ServiceBuild(config, trainer, engine, model_path, api_key(config), delta_policy), release)
+    return _application(ServiceBuild(config, trainer, model_path, api_key(config), delta_policy), release)
 
 
 def run(config: ServeConfig, trainer: Any | None = None, delta_policy: Any | None = None) -> str:

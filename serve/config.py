@@ -57,6 +57,14 @@ class ServeConfig(BaseModel):
         "persona expert; rllib: a PPO checkpoint",
     )
     model: ModelConfig = Field(default_factory=ModelConfig, description="base weights and tokenizer")
+    model_id: str = Field(
+        "terrarium", min_length=1, description="policy llm: the model name the OpenAI API lists and clients pass"
+    )
+    tool_call_parser: str | None = Field(
+        "hermes",
+        description="policy llm: vLLM's parser for the tool calls the model writes; hermes reads <tool_call>{json}"
+        "</tool_call>, the harness format. vLLM needs one for any tool_choice; null: no tool calls",
+    )
     checkpoint: str | None = Field(
         None,
         description="llm: weights to serve from the start, a checkpoint or model directory; "
@@ -96,7 +104,7 @@ class ServeConfig(BaseModel):
                 "(a variable holding the key), or allow_unauthenticated: true to serve without authentication"
             )
         if self.engine.num_engines != 1:
-            raise ValueError("the replicas share one engine: engine.num_engines must be 1")
+            raise ValueError("the replicas share one engine (the PolicyLLM deployment): engine.num_engines must be 1")
         if self.checkpoint is not None and self.run_dir is not None:
             raise ValueError("give checkpoint or run_dir, not both")
         if self.policy in ("expert", "evidence") and (self.checkpoint is not None or self.run_dir is not None):

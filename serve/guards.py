@@ -2,7 +2,8 @@
 
 A pure ASGI middleware, so a refused request is answered before its body is read (for the key) or before
 more than `max_body_bytes` of it is held (for the size): a client cannot make a replica parse a huge body.
-Its settings live in the app's `state.guard`, which each Serve replica sets from its config.
+Its settings are the `guard` attribute of the Serve replica's deployment object, set from its config (Serve
+serves a frozen copy of the FastAPI app, so the app's own state is not the replica's to set).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray import serve
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,7 +32,7 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        settings: GuardSettings = scope["app"].state.guard
+        settings: GuardSettings = serve.get_replica_context().servable_object.guard
         if settings.api_key is not None and _route_path(scope) not in settings.open_paths:
             if not _has_key(scope, settings.api_key):
                 await _refuse(scope, receive, send, 401, "missing or wrong API key: send 'Authorization: Bearer <key>'")

@@ -1,11 +1,11 @@
 """The service's request and response bodies.
 
-/predict-delta and /train take RustyWorm's serde shapes exactly (rollout.harnesses.persona.models) and answer with the
-fields its client reads; the extra `policy_version` it ignores (serde skips unknown fields). Chat follows the
-OpenAI chat-completions format for the options listed; any other option is refused by name rather than
-silently ignored. /train bounds what the learner would otherwise choke on: a trajectory id is 1-128
-characters (RustyWorm sends a UUID) and a reward lies in [-1, 1], the range RustyWorm clamps its shaped
-step reward to; anything else is a 422 naming the field, never an overflow deeper in.
+/predict-delta and /train take RustyWorm's serde shapes exactly (rollout.harnesses.persona.models) and answer
+with the fields its client reads; the extra `policy_version` it ignores (serde skips unknown fields). The
+OpenAI routes take vLLM's own request models (serve.llm_server). /train bounds what the learner would
+otherwise choke on: a trajectory id is 1-128 characters (RustyWorm sends a UUID) and a reward lies in [-1, 1],
+the range RustyWorm clamps its shaped step reward to; anything else is a 422 naming the field, never an
+overflow deeper in.
 """
 
 from __future__ import annotations
@@ -67,44 +67,6 @@ class TrainResponse(_Body):
     num_trajectories_used: int
     loss_type: str
     policy_version: int | None = Field(None, description="the engine's version after the update")
-
-
-class ChatMessage(_Body):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-class ChatCompletionRequest(_Body):
-    model: str | None = Field(None, description="accepted for compatibility; the served policy answers")
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
-    n: Literal[1] = 1
-    stream: Literal[False] = False
-
-
-class ChatChoice(_Body):
-    index: int
-    message: ChatMessage
-    finish_reason: str | None
-
-
-class ChatUsage(_Body):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class ChatCompletionResponse(_Body):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: ChatUsage
-    policy_version: int
 
 
 class VersionResponse(_Body):
