@@ -41,7 +41,9 @@ from rollout.models.gguf_import import ModelImport
 from rollout.models.source import models_cache_dir
 from rollout.models.tiny_model import TinyModelSpec, build_tiny_model
 
-SIZED = TinyModelSpec(hidden_size=512, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=8, num_key_value_heads=4)
+SIZED = TinyModelSpec(
+    hidden_size=512, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=8, num_key_value_heads=4
+)
 ENGINES = {"TP=1, 1 core": (1, 1.0), "TP=1, 2 cores": (1, 2.0), "TP=2, 2 cores": (2, 2.0)}
 
 
@@ -136,7 +138,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--models", nargs="+", choices=["tiny", "smollm2", "sized"], default=["tiny", "smollm2", "sized"])
+    models = ["tiny", "smollm2", "sized"]
+    parser.add_argument("--models", nargs="+", choices=models, default=models)
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     print(f"{len(os.sched_getaffinity(0))} cores; load average before: {os.getloadavg()[0]:.1f}")

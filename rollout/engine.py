@@ -198,7 +198,8 @@ class InferenceEngine:
                 raise RuntimeError(f"weight sync to version {policy_version} refused: {_rank_errors(staged)}")
             loaded = await self._on_every_rank("commit_policy_weights", policy_version)
             if any(reply["error"] for reply in loaded):
-                self._unusable = f"a weight sync failed while loading, ranks may hold different weights: {_rank_errors(loaded)}"
+                errors = _rank_errors(loaded)
+                self._unusable = f"a weight sync failed while loading, ranks may hold different weights: {errors}"
                 raise RuntimeError(f"weight sync to version {policy_version}: {self._unusable}")
             self._unusable = None
         except BaseException:
@@ -301,7 +302,9 @@ def _granted_cpus(config: EngineConfig) -> float:
     return engine_cpus(config, use_gpu=False)
 
 
-def cpu_thread_binding(tensor_parallel_size: int, granted_cpus: float, allowed_cores: list[int], engine_index: int) -> str:
+def cpu_thread_binding(
+    tensor_parallel_size: int, granted_cpus: float, allowed_cores: list[int], engine_index: int
+) -> str:
     """vLLM's VLLM_CPU_OMP_THREADS_BIND for an engine on CPU: rank r's cores, ranks separated by "|" ("0|1").
 
     Each rank gets floor(granted / tensor_parallel_size) cores, at least one, and never more than the cores this

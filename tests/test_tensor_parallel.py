@@ -15,6 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cluster.placement import engine_bundles
 from learner.group import LearnerConfig, LearnerGroup
 from learner.weight_sync import sync_through_object_store
+from rollout.chat import ChatRenderer
+from rollout.demonstrations import expert_demonstrations
 from rollout.engine import EngineConfig, SamplingConfig, cpu_thread_binding, start_engines
 from rollout.worker import RolloutConfig, RolloutCoordinator
 from tests.test_weight_sync import logprob_errors, play
@@ -62,7 +64,8 @@ def test_binding_gives_each_rank_its_own_cores():
 def test_a_cpu_engine_bundle_reserves_a_cpu_per_rank():
     assert engine_bundles(EngineConfig(tensor_parallel_size=2), use_gpu=False) == [{"CPU": 2.0}]
     assert engine_bundles(EngineConfig(tensor_parallel_size=2, num_cpus=4), use_gpu=False) == [{"CPU": 4.0}]
-    assert engine_bundles(EngineConfig(tensor_parallel_size=2), use_gpu=True) == [{"CPU": 1.0, "GPU": 1.0}, {"GPU": 1.0}]
+    gpu_bundles = engine_bundles(EngineConfig(tensor_parallel_size=2), use_gpu=True)
+    assert gpu_bundles == [{"CPU": 1.0, "GPU": 1.0}, {"GPU": 1.0}]
 
 
 def test_more_ranks_than_cores_is_refused_at_start(ray_session, tiny_model_dir, engine_config):
@@ -79,9 +82,6 @@ def test_tp2_generates_what_tp1_does(ray_session, engine, tp2_engine, tokenizer)
 
 
 def test_a_sync_reaches_every_rank_and_matches_the_learner(ray_session, tp2_engine, engine_config, tiny_model_dir):
-    from rollout.demonstrations import expert_demonstrations
-    from rollout.chat import ChatRenderer
-
     learner = LearnerGroup(1, tiny_model_dir, LearnerConfig(sft_lr=3e-3))
     config = RolloutConfig(harness="number_guess", group_size=4, agent={"max_turns": 3})
     coordinator = RolloutCoordinator(str(tiny_model_dir), [tp2_engine], SamplingConfig(max_tokens=24), config)
@@ -102,7 +102,9 @@ def test_a_sync_reaches_every_rank_and_matches_the_learner(ray_session, tp2_engi
         put_back_the_models_weights(ray_session, tp2_engine, engine_config, tiny_model_dir)
 
 
-def test_a_refused_sync_leaves_every_rank_on_the_old_weights(ray_session, tp2_engine, engine_config, tiny_model_dir, tokenizer):
+def test_a_refused_sync_leaves_every_rank_on_the_old_weights(
+    ray_session, tp2_engine, engine_config, tiny_model_dir, tokenizer
+):
     version = ray_session.get(tp2_engine.get_policy_version.remote())
     ranks_before = ray_session.get(tp2_engine.rank_policy_versions.remote())
     before = greedy(ray_session, tp2_engine, tokenizer)
