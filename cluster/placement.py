@@ -10,7 +10,9 @@ message that says what was asked for, instead of leaving half the actors waiting
   worker in each GPU bundle.
 - The learner gets one group of num_learner_ranks bundles, one GPU (and one CPU) each; rank r runs in
   bundle r.
-- A cluster without GPUs gets CPU-only bundles: one per engine, one per rank.
+- A cluster without GPUs gets CPU-only bundles: one per engine, one per learner rank. An engine's bundle
+  holds a CPU per tensor-parallel rank at least (rollout.engine.engine_cpus): on CPU its ranks are processes
+  of the engine actor (vLLM's multiprocessing executor), bound to cores derived from what the bundle grants.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 
-from rollout.engine import EngineConfig
+from rollout.engine import EngineConfig, engine_cpus
 
 LEARNER_CPUS_PER_RANK = 1.0  # what LearnerGroup asks for per rank
 
@@ -41,7 +43,7 @@ def connect_ray(needed_cpus: float) -> None:
 
 def engine_bundles(config: EngineConfig, use_gpu: bool) -> list[dict[str, float]]:
     if not use_gpu:
-        return [{"CPU": config.num_cpus}]
+        return [{"CPU": engine_cpus(config, use_gpu=False)}]
     return [{"CPU": config.num_cpus, "GPU": 1.0}] + [{"GPU": 1.0} for _ in range(config.tensor_parallel_size - 1)]
 
 
@@ -67,11 +69,6 @@ def reserve(engine: EngineConfig, num_learner_ranks: int, timeout_s: float, name
     `timeout_s` (an autoscaling cluster may need minutes to add the nodes). `name` (the run) prefixes the
     groups' names, as `ray list placement-groups` and the dashboard show them."""
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    if engine.tensor_parallel_size > 1 and not use_gpu:
-        raise ValueError(
-            f"engine.tensor_parallel_size={engine.tensor_parallel_size} needs GPUs and this Ray cluster has none; "
-            "use tensor_parallel_size 1 on CPU"
-        )
     engine_groups = [
         placement_group(engine_bundles(engine, use_gpu), strategy="PACK", name=f"{name}-engine-{i}")
         for i in range(engine.num_engines)

