@@ -326,7 +326,7 @@ class InferenceEngine:
                 self.engine.update_weights(WeightTransferUpdateRequest(update_info=update_info)), "updating weights"
             )
         except BaseException:
-            await self._end_weight_swap()
+            await self.gate.open(self.engine, None)  # the old weights and version keep serving
             raise
 
     async def finish_weight_update(self, policy_version: int) -> int:
@@ -338,9 +338,6 @@ class InferenceEngine:
         finally:
             await self.gate.open(self.engine, new_version)
         return self.policy_version
-
-    async def _end_weight_swap(self) -> None:
-        await self.gate.open(self.engine, None)
 
     def get_policy_version(self) -> int:
         return self.policy_version
