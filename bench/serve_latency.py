@@ -173,6 +173,7 @@ def main() -> None:
     config = ServeCommandConfig(
         app_name="bench-persona",
         policy=args.policy,
+        openai_api=args.policy == "llm",  # the evidence policy needs no engine
         port=free_port(),
         model=ModelConfig(path=model_path),
         engine=engine_config,

@@ -44,6 +44,7 @@ def service_config(
         sampling=SamplingConfig(temperature=0.0, max_tokens=max_tokens),
         replica_num_cpus=0.5,
         policy=policy,
+        openai_api=policy == "llm",  # the expert needs no engine
         trainer={"num_cpus": 0.5},
         **extra,
     )

@@ -1,6 +1,6 @@
 """`terrarium serve [CONFIG] [KEY=VALUE ...]`: the policy service on Ray Serve until Ctrl-C.
 
-    connect Ray (RAY_ADDRESS or a local one) -> [policy llm: learner's PolicyTrainer actor]
+    connect Ray (RAY_ADDRESS or a local one) -> [openai_api: learner's PolicyTrainer actor]
     [policy rllib: the RLlib checkpoint's policy] -> serve.app.run -> print the URL -> wait -> Ctrl-C
 
 The cluster side owns the wiring: serve/ imports nothing from learner, so the trainer actor (which trains
@@ -53,13 +53,13 @@ def load_serve_config(path: str | Path | None, overrides: list[str] = ()) -> Ser
 
 
 def start_service(config: ServeCommandConfig) -> str:
-    """Deploy the service on the connected Ray and return its URL (policy llm: with its engine, from
-    config.engine, ready)."""
+    """Deploy the service on the connected Ray and return its URL (with openai_api: with the model's engine,
+    from config.engine, ready)."""
     service = config.service()
     trainer = delta_policy = None
     if service.policy == "rllib":
         delta_policy = load_checkpoint_policy(f"rllib:{service.checkpoint}")
-    if service.policy == "llm":
+    if service.openai_api:
         model_path = str(resolve_model_path(service.model))
         engine = ServedEngine(service.app_name, config.trainer.sync_timeout_s)
         trainer = start_policy_trainer(model_path, config.trainer, engine)
@@ -67,12 +67,12 @@ def start_service(config: ServeCommandConfig) -> str:
 
 
 def needed_cpus(config: ServeCommandConfig) -> float:
-    """The Ray CPUs the service reserves: its replicas, and for the llm policy the engine (Ray Serve LLM's
+    """The Ray CPUs the service reserves: its replicas, and for a served model the engine (Ray Serve LLM's
     placement group: one CPU per vLLM worker) and the trainer. Logical CPUs: a 2-core laptop gets more
     than 2, or the ingress replicas would find no room next to the engine."""
     replicas = config.autoscaling.max_replicas if config.autoscaling is not None else config.num_replicas
     needed = replicas * config.replica_num_cpus
-    if config.policy == "llm":
+    if config.openai_api:
         needed += config.engine.tensor_parallel_size + config.trainer.num_cpus
     return needed
 
@@ -84,7 +84,8 @@ def serve_forever(config: ServeCommandConfig) -> None:
     connect_ray(needed_cpus(config))
     try:
         url = start_service(config)
-        print(f"Serving {config.app_name!r} ({config.policy} policy) at {url}  (Ctrl-C to stop)", flush=True)
+        model = f"; OpenAI API on model {config.model_id!r}" if config.openai_api else ""
+        print(f"Serving {config.app_name!r} ({config.policy} policy{model}) at {url}  (Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

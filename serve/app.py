@@ -5,12 +5,13 @@
     POST /predict-delta           {profile, observation} -> {delta, confidence, reasoning}
     POST /train                   {trajectories, importance_weights, loss_type} -> {loss, training_time_ms, ...}
     GET  /v1/models, /v1/models/{id}, POST /v1/chat/completions, /v1/completions
-                                  the OpenAI API, from Ray Serve LLM (policy llm; 409 for the others)
+                                  the OpenAI API on the served model, from Ray Serve LLM (409 with openai_api false)
 
-Policy "llm": the app has a second deployment, PolicyLLM (serve.llm_server): Ray Serve LLM's LLMServer, that
-is vLLM's OpenAI server (streaming, n, tool calls), on the served model. This ingress is Ray's OpenAiIngress
-with our routes added, so both surfaces share one engine, one port, the API key, body limit and timeouts.
-The served model reads the persona harness's prompt and writes an apply_delta call
+The served model (openai_api: true, the default, and always with policy "llm") is a second deployment,
+PolicyLLM (serve.llm_server): Ray Serve LLM's LLMServer, that is vLLM's OpenAI server (streaming, n, tool
+calls). This ingress is Ray's OpenAiIngress with our routes added, so both surfaces share one engine, one
+port, the API key, body limit and timeouts, whichever policy answers /predict-delta.
+With policy "llm" the served model reads the persona harness's prompt and writes an apply_delta call
 (rollout.harnesses.persona.policy_format); a reply that cannot be used, a prompt that does not fit, or a
 failed engine falls back to the persona expert and says so in `reasoning`, never a 500. Policy "evidence" (the default): the evidence policy
 (rollout.harnesses.persona.evidence_policy) answers from the response text, patterns and similarity, with a
@@ -20,7 +21,7 @@ bounded per-profile memory in each replica. Policy "expert": the persona expert 
 request does not say how many observations of the target came before, so the PPO policy reads every request
 as the target's first observation (observations_used 0, as at the start of a training episode).
 
-For policy "llm", every replica of an application shares one PolicyTrainer actor (learner.online_trainer),
+With a served model, every replica of an application shares one PolicyTrainer actor (learner.online_trainer),
 which pushes weights into PolicyLLM (serve.llm_server.ServedEngine): /train updates and published
 checkpoints reach the one engine in order, each as a hot reload (pause, load on every worker, resume). This
 package imports nothing from learner: whoever starts the service (cluster.serve_command, a test) starts that actor and
@@ -139,7 +140,7 @@ class ServiceBuild:
     reconfigures them in place; a new build (new build_id) replaces them."""
 
     config: ServeConfig
-    trainer: Any | None  # learner.online_trainer.PolicyTrainer actor; None for the expert and rllib policies
+    trainer: Any | None  # learner.online_trainer.PolicyTrainer actor; None when no model is served
     model_path: str | None
     api_key: str | None
     delta_policy: Any | None = None  # policy rllib: the loaded checkpoint policy (predict(profile, observation))
@@ -170,8 +171,8 @@ class PolicyService(OpenAiIngress):
 
     async def _process_llm_request(self, body: Any, call_method: str, raw_request: Request | None = None) -> Any:
         if self.llm is None:
-            raise HTTPException(409, f"policy '{self.config.policy}' serves no language model; the OpenAI API needs "
-                                "policy 'llm'")
+            raise HTTPException(409, "this service runs no language model (openai_api: false); the OpenAI API needs "
+                                "openai_api: true")
         return await super()._process_llm_request(body, call_method, raw_request)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -225,7 +226,7 @@ class PolicyService(OpenAiIngress):
                 "observation, read as the target's first observation"
             )
             return PredictDeltaResponse(delta=delta, confidence=delta.confidence, reasoning=reasoning)
-        if self.llm is None:
+        if self.config.policy == "expert":
             delta, confidence, reasoning = estimator.predict_delta(request.profile, request.observation)
             return PredictDeltaResponse(delta=delta, confidence=confidence, reasoning=reasoning)
         prompt = self.format.prompt_ids(request.profile, request.observation)
@@ -270,7 +271,7 @@ class PolicyService(OpenAiIngress):
             raise HTTPException(503, "no trajectory store is configured: /train keeps trajectories before training")
         documents = [trajectory.model_dump(mode="json") for trajectory in request.trajectories]
         start = time.perf_counter()
-        if self.trainer is None:  # evidence/expert: no model; keep the data, answer as RustyWorm expects
+        if self.config.policy != "llm":  # evidence/expert: the model does not answer; keep the data, as RustyWorm expects
             await self._put(EVOLUTION_KIND, documents)
             return TrainResponse(
                 loss=0.0,
@@ -400,7 +401,7 @@ def _application(build: ServiceBuild, release: PublishedPolicy) -> Application:
     else:
         options["num_replicas"] = config.num_replicas
     llm_deployments, model_cards = {}, {}
-    if build.model_path is not None:  # policy llm: PolicyLLM, the same build version (publish keeps it running)
+    if build.model_path is not None:  # the served model: PolicyLLM, the same build version (publish keeps it running)
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
         served = llm_config(config.model_id, build.model_path, config.engine, config.tool_call_parser, use_gpu)
         llm_deployments[config.model_id] = llm_deployment(served, config.engine.weight_sync_timeout_s, build.build_id)
@@ -419,14 +420,15 @@ def _describe_checkpoint(checkpoint: str | Path, policy_version: int | None) -> 
 
 def build_app(config: ServeConfig, trainer: Any | None = None, delta_policy: Any | None = None) -> Application:
     """The application for `config`. `trainer`: the learner's PolicyTrainer actor handle (it pushes weights
-    into the app's PolicyLLM deployment), required for policy "llm" and refused for the others. Policy llm
-    serves config.checkpoint or the newest checkpoint of config.run_dir from the start, else the engine's own weights. `delta_policy`: for policy
+    into the app's PolicyLLM deployment), required exactly when the model is served (config.openai_api). The
+    model serves config.initial_weights from the start, else its own weights. `delta_policy`: for policy
     rllib, config.checkpoint's policy as the caller loaded it (predict(profile, observation,
     observations_used)), handed to the replicas. Needs a connected Ray."""
-    if (config.policy == "llm") != (trainer is not None):
+    if config.openai_api != (trainer is not None):
         raise ValueError(
-            "policy 'llm' needs a PolicyTrainer actor (learner.online_trainer.start_policy_trainer) and policies "
-            f"'evidence', 'expert' and 'rllib' take none; got policy {config.policy!r} with trainer {trainer!r}"
+            "a served model (openai_api: true) needs a PolicyTrainer actor (learner.online_trainer."
+            f"start_policy_trainer) and a service without one takes none; got openai_api {config.openai_api} "
+            f"with trainer {trainer!r}"
         )
     if (config.policy == "rllib") != (delta_policy is not None):
         raise ValueError("policy 'rllib' needs its loaded checkpoint policy (delta_policy), and only it takes one")
@@ -456,15 +458,14 @@ def publish(
     (default: the checkpoint's own) from the running application config.app_name in this Ray cluster: its
     user_config changes, the replicas reconfigure in place and the engine swaps weights without dropping
     requests. Only config.app_name is read; the rest comes from the running app. Returns what is now served,
-    or None, with a log line, when no such app runs (or it serves a policy without an engine: expert, rllib)."""
+    or None, with a log line, when no such app runs or it serves no model (openai_api: false)."""
     if not ray.is_initialized() or config.app_name not in serve.status().applications:
         logger.warning("publish: no Serve application %r is running; %s not published", config.app_name, checkpoint)
         return None
     build: ServiceBuild = serve.get_app_handle(config.app_name).get_build.remote().result()
     if build.trainer is None:
         logger.warning(
-            "publish: application %r serves policy %r, which has no engine weights to publish",
-            config.app_name, build.config.policy,
+            "publish: application %r serves no model (openai_api: false): no weights to publish", config.app_name
         )
         return None
     release = _describe_checkpoint(checkpoint, policy_version)

@@ -56,21 +56,26 @@ class ServeConfig(BaseModel):
         description="evidence: the evidence policy (default); llm: the served model writes the delta; expert: the "
         "persona expert; rllib: a PPO checkpoint",
     )
+    openai_api: bool = Field(
+        True,
+        description="serve the model through the OpenAI API (/v1/...) beside the /predict-delta policy, with its "
+        "engine and the trainer that loads published weights into it; false: no model (policy llm needs it)",
+    )
     model: ModelConfig = Field(default_factory=ModelConfig, description="base weights and tokenizer")
     model_id: str = Field(
-        "terrarium", min_length=1, description="policy llm: the model name the OpenAI API lists and clients pass"
+        "terrarium", min_length=1, description="the model name the OpenAI API lists and clients pass"
     )
     tool_call_parser: str | None = Field(
         "hermes",
-        description="policy llm: vLLM's parser for the tool calls the model writes; hermes reads <tool_call>{json}"
+        description="vLLM's parser for the tool calls the model writes; hermes reads <tool_call>{json}"
         "</tool_call>, the harness format. vLLM needs one for any tool_choice; null: no tool calls",
     )
     checkpoint: str | None = Field(
         None,
-        description="llm: weights to serve from the start, a checkpoint or model directory; "
-        "rllib (required): the RLlib checkpoint directory, runs/NAME/checkpoint",
+        description="the model's weights from the start, a checkpoint or model directory; "
+        "policy rllib (required): the RLlib checkpoint directory, runs/NAME/checkpoint",
     )
-    run_dir: str | None = Field(None, description="a training run directory: serve its newest checkpoint")
+    run_dir: str | None = Field(None, description="a training run directory: the model serves its newest checkpoint")
     engine: EngineConfig = Field(
         default_factory=EngineConfig, description="the engine `terrarium serve` starts; max_model_len bounds prompts"
     )
@@ -107,9 +112,15 @@ class ServeConfig(BaseModel):
             raise ValueError("the replicas share one engine (the PolicyLLM deployment): engine.num_engines must be 1")
         if self.checkpoint is not None and self.run_dir is not None:
             raise ValueError("give checkpoint or run_dir, not both")
-        if self.policy in ("expert", "evidence") and (self.checkpoint is not None or self.run_dir is not None):
+        if self.policy == "llm" and not self.openai_api:
             raise ValueError(
-                f"policy {self.policy!r} serves no weights: checkpoint and run_dir need policy 'llm' or 'rllib'"
+                "policy 'llm' answers /predict-delta with the served model, which serves the OpenAI API too: "
+                "openai_api must be true"
+            )
+        if not self.openai_api and self.policy != "rllib" and (self.checkpoint is not None or self.run_dir is not None):
+            raise ValueError(
+                "checkpoint and run_dir give the served model's weights, but openai_api is false (no model): "
+                "set openai_api: true"
             )
         if self.policy == "rllib" and (self.checkpoint is None or self.run_dir is not None):
             raise ValueError(
@@ -120,7 +131,10 @@ class ServeConfig(BaseModel):
 
     @property
     def initial_weights(self) -> str | None:
-        """Policy llm: the checkpoint, model or run directory to serve from the start; None: the base model."""
+        """The checkpoint, model or run directory the model serves from the start; None: the base model.
+        Policy rllib's checkpoint is the PPO policy's, not the model's."""
+        if self.policy == "rllib":
+            return None
         return self.checkpoint if self.checkpoint is not None else self.run_dir
 
 

@@ -158,7 +158,7 @@ def service(ray_session, serve_port, tiny_model_dir, tmp_path_factory):
     secure = load_serve_config(
         SERVE_CONFIG,
         [
-            "app_name=test-secure", f"port={port}", "route_prefix=/secure", "policy=expert",
+            "app_name=test-secure", f"port={port}", "route_prefix=/secure", "policy=expert", "openai_api=false",
             f"api_key_env={API_KEY_ENV}", "replica_num_cpus=0.1",
             f"store.root={tmp_path_factory.mktemp('secure-store')}",
         ],
@@ -289,13 +289,24 @@ def test_served_prompt_is_the_harness_training_prompt(tiny_model_dir):
         assert policy_format.prompt_ids(profile, observation) == training_prompt
 
 
-def test_build_app_needs_a_trainer_exactly_for_the_llm_policy(tmp_path):
-    with pytest.raises(ValueError, match="policy 'llm' needs a PolicyTrainer actor"):
+def test_build_app_needs_a_trainer_exactly_when_the_model_is_served(tmp_path):
+    with pytest.raises(ValueError, match="a served model \\(openai_api: true\\) needs a PolicyTrainer actor"):
         build_app(ServeConfig(policy="llm"))
-    with pytest.raises(ValueError, match="'expert' and 'rllib' take none"):
-        build_app(ServeConfig(policy="expert"), trainer=object())
-    with pytest.raises(ValueError, match="'expert' and 'rllib' take none"):
-        build_app(ServeConfig(policy="rllib", checkpoint=str(tmp_path)), trainer=object())
+    with pytest.raises(ValueError, match="a served model \\(openai_api: true\\) needs a PolicyTrainer actor"):
+        build_app(ServeConfig(policy="evidence"))  # the default serves the model beside the evidence policy
+    with pytest.raises(ValueError, match="got openai_api False"):
+        build_app(ServeConfig(policy="expert", openai_api=False), trainer=object())
+    with pytest.raises(ValueError, match="got openai_api False"):
+        build_app(ServeConfig(policy="rllib", checkpoint=str(tmp_path), openai_api=False), trainer=object())
+
+
+def test_the_llm_policy_and_model_weights_need_the_served_model(tmp_path):
+    with pytest.raises(ValueError, match="policy 'llm' answers /predict-delta with the served model"):
+        ServeConfig(policy="llm", openai_api=False)
+    with pytest.raises(ValueError, match="openai_api is false \\(no model\\): set openai_api: true"):
+        ServeConfig(policy="evidence", openai_api=False, run_dir=str(tmp_path))
+    assert ServeConfig(policy="evidence", run_dir=str(tmp_path)).initial_weights == str(tmp_path)
+    assert ServeConfig(policy="rllib", checkpoint=str(tmp_path)).initial_weights is None  # the PPO policy's
 
 
 def test_rllib_policy_needs_exactly_a_checkpoint(tmp_path):
@@ -410,8 +421,8 @@ def test_api_key_is_required_when_configured(service):
         assert allowed.status_code == 200, allowed.text
         assert allowed.json()["reasoning"].startswith("Trait estimates")  # the expert policy, no fallback
         assert http.get("/version", headers=headers).json()["policy_kind"] == "expert"
-        refused = http.post("/v1/chat/completions", json=chat, headers=headers)  # the expert has no language model
-        assert refused.status_code == 409 and "policy 'expert' serves no language model" in refused.text
+        refused = http.post("/v1/chat/completions", json=chat, headers=headers)  # this service runs no model
+        assert refused.status_code == 409 and "runs no language model (openai_api: false)" in refused.text
         # The expert has no model to train: the records are kept, and the answer says nothing was trained.
         trajectories = _trajectories([0.1, 0.2])
         request = {"trajectories": trajectories, "importance_weights": [1, 1], "loss_type": "GRPO"}
@@ -432,7 +443,7 @@ def test_service_refuses_to_start_when_its_key_variable_is_unset_or_empty(servic
         monkeypatch.setenv(variable, value)
     config = load_serve_config(
         SERVE_CONFIG,
-        [f"api_key_env={variable}", "policy=expert", "app_name=test-nokey", f"port={service.config.port}",
+        [f"api_key_env={variable}", "policy=expert", "openai_api=false", "app_name=test-nokey", f"port={service.config.port}",
          "route_prefix=/nokey", "replica_num_cpus=0.1", "store=null"],
     )
     state = "unset" if value is None else "empty"
@@ -464,7 +475,7 @@ def test_a_full_queue_is_503_with_retry_after(ray_session, serve_port):
 
     config = load_serve_config(
         SERVE_CONFIG,
-        ["policy=expert", "app_name=test-queue", f"port={serve_port}", "route_prefix=/queue", "replica_num_cpus=0.1",
+        ["policy=expert", "openai_api=false", "app_name=test-queue", f"port={serve_port}", "route_prefix=/queue", "replica_num_cpus=0.1",
          "store=null", "max_ongoing_requests=1", "max_queued_requests=1", "retry_after_s=2"],
     )
     url = start_service(config)
@@ -726,18 +737,20 @@ def test_publish_without_a_running_llm_app_is_a_logged_no_op(service, tmp_path, 
         assert publish(ServeConfig(app_name="not-running"), tmp_path) is None
         assert publish(service.secure_config, tmp_path) is None
     assert "no Serve application 'not-running' is running" in caplog.text
-    assert "'test-secure' serves policy 'expert'" in caplog.text
+    assert "'test-secure' serves no model (openai_api: false)" in caplog.text
 
 
-def test_terrarium_serve_command_serves_until_ctrl_c(service, ray_session):
+def test_terrarium_serve_command_serves_until_ctrl_c(service, ray_session, tiny_model_dir):
     """The real command in a subprocess, on the session's Ray (RAY_ADDRESS) and Serve's port, with the config's
-    default policy: the evidence policy answers /predict-delta, with no fallback."""
+    defaults: the evidence policy answers /predict-delta, with no fallback, and the model beside it answers the
+    official openai client (models, streaming, n=2)."""
     from ray import serve
 
     port = service.config.port
     command = [
         sys.executable, "-m", "cluster.cli", "serve", str(SERVE_CONFIG), "app_name=test-cli",
-        f"port={port}", "route_prefix=/cli", "replica_num_cpus=0.1", "store=null",
+        f"port={port}", "route_prefix=/cli", "replica_num_cpus=0.1", "store=null", f"model.path={tiny_model_dir}",
+        "trainer.num_cpus=0.1",
     ]
     env = os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -749,7 +762,7 @@ def test_terrarium_serve_command_serves_until_ctrl_c(service, ray_session):
         while not any(line.startswith("Serving") for line in output):
             output.append(lines.get(timeout=180))  # queue.Empty: the command never came up
         url = f"http://127.0.0.1:{port}/cli"
-        assert f"Serving 'test-cli' (evidence policy) at {url}" in "".join(output)
+        assert f"Serving 'test-cli' (evidence policy; OpenAI API on model 'terrarium') at {url}" in "".join(output)
         assert httpx.get(f"{url}/health", timeout=60).status_code == 200
         response = httpx.post(f"{url}/predict-delta", content=PREDICT_JSON,
                               headers={"Content-Type": "application/json"}, timeout=60)
@@ -761,6 +774,13 @@ def test_terrarium_serve_command_serves_until_ctrl_c(service, ray_session):
         assert answer.delta == expected and answer.reasoning.startswith("evidence policy")
         version = httpx.get(f"{url}/version", timeout=60).json()
         assert (version["policy_kind"], version["answers"], version["fallback_rate"]) == ("evidence", 1, 0.0)
+        with openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=120, max_retries=0) as chat:
+            assert [m.id for m in chat.models.list().data] == ["terrarium"]
+            messages = [{"role": "user", "content": "Guess a number."}]
+            chunks = list(chat.chat.completions.create(model="terrarium", messages=messages, max_tokens=6, stream=True))
+            assert len(chunks) >= 2 and chunks[-1].system_fingerprint == "policy-v0"
+            two = chat.chat.completions.create(model="terrarium", messages=messages, max_tokens=6, n=2)
+            assert [choice.index for choice in two.choices] == [0, 1]
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=120)
@@ -793,7 +813,7 @@ def rllib_service(ray_session, serve_port, tmp_path_factory):
     config = load_serve_config(
         SERVE_CONFIG,
         [
-            "app_name=test-rllib", "policy=rllib", f"checkpoint={checkpoint}", f"port={serve_port}",
+            "app_name=test-rllib", "policy=rllib", "openai_api=false", f"checkpoint={checkpoint}", f"port={serve_port}",
             "route_prefix=/rllib", "replica_num_cpus=0.1", "store=null",
         ],
     )
