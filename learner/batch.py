@@ -113,10 +113,12 @@ def token_logprobs(model: torch.nn.Module, input_ids: Tensor, attention_mask: Te
     """[batch, seq] log-probability of each token given its prefix; position 0 and padding get 0.
 
     Aligned with Trajectory.token_ids and Trajectory.logprobs. Logits are upcast to float32 before the
-    softmax: bf16 log-probabilities are too coarse for importance ratios.
+    softmax: bf16 log-probabilities are too coarse for importance ratios. The chosen token's logit minus the
+    logsumexp, rather than a full log_softmax: autograd then keeps no second [batch, seq, vocab] tensor, which
+    for a 49k vocabulary and 1.5k-token episodes is ~300 MB a sequence.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    next_token_logprobs = logprobs.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1].float()
+    chosen = logits.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    next_token_logprobs = chosen - torch.logsumexp(logits, dim=-1)
     first = torch.zeros_like(next_token_logprobs[:, :1])
     return torch.cat([first, next_token_logprobs], dim=1) * attention_mask
