@@ -16,7 +16,8 @@ One PolicyTrainer actor serves an application (all its replicas), so updates and
 at a time and every new version reaches the engine in order. The service reaches it only through its actor
 handle (serve imports nothing from learner); checkpoint facts it reads itself (rollout.models.checkpoints).
 The engine is the served model's (serve.llm_server.ServedEngine): blocking get_policy_version() and
-load_weights(payload, version) calls, each with its own deadline.
+load_weights(payload, version) calls, each with its own deadline. A published LoRA checkpoint reaches it as
+merged weights (base + adapters), so the served engine needs no LoRA support.
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ from typing import Any, Literal
 import ray
 import torch
 from pydantic import Field
-from transformers import AutoModelForCausalLM
-
 from learner.advantages import weighted_advantages
 from learner.batch import TrainBatch, token_logprobs
+from learner.lora import load_policy_model, policy_state_dict
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss
 from learner.optimizer import OptimizerConfig, build_optimizer, micro_batches, optimizer_step
 from rollout.data.trajectory import Trajectory
@@ -74,13 +74,14 @@ class PolicyTrainer:
         return self.engine
 
     def _load(self, model_dir: str) -> None:
-        # Eval mode: dropout off, so the scored pass equals the engine's forward pass.
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(self.device).eval()
-        self.optimizer = build_optimizer(self.model.parameters(), self.config)
+        """A model, or a LoRA checkpoint (then /train updates its adapters only). Eval mode: dropout off, so
+        the scored pass equals the engine's forward pass."""
+        self.model = load_policy_model(model_dir).to(self.device).eval()
+        self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], self.config)
 
     def _push(self, policy_version: int) -> int:
         assert self.model is not None
-        loaded = self.engine.load_weights(serialize_state_dict(self.model.state_dict()), policy_version)
+        loaded = self.engine.load_weights(serialize_state_dict(policy_state_dict(self.model)), policy_version)
         if loaded != policy_version:
             raise RuntimeError(f"weight push: the engine serves version {loaded}, expected {policy_version}")
         return policy_version

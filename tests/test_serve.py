@@ -37,6 +37,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster.serve_command import ServeCommandConfig, load_serve_config, start_service
 from learner.checkpoint import CheckpointState, capture_rng_state, save_checkpoint
+from learner.batch import token_logprobs
+from learner.lora import LoraConfig, apply_lora
 from learner.advantages import weighted_advantages
 from learner.online_trainer import normalise_importance_weights
 from learner.rllib_baseline import BaselineConfig, RLlibDeltaPolicy, train_baseline
@@ -730,6 +732,38 @@ def test_publish_under_concurrent_requests_loses_none(service, llm, tiny_model_d
     with pytest.raises(ValueError, match="not a model directory"):
         publish(service.config, tmp_path / "missing")
     assert httpx.get(f"{service.url}/version").json()["policy_version"] == new_version
+
+
+def test_a_published_lora_checkpoint_is_served_as_base_plus_adapters(service, llm, tiny_model_dir, tmp_path):
+    """What `train.publish_to` sends with learner.lora: a checkpoint of adapters and a pointer to the base. The
+    served engine gets the merged weights, so its logprobs are the adapted model's, not the base's."""
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    adapted = apply_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                         LoraConfig(rank=4, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in adapted.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)  # B = 0 would be the base itself
+    new_version = _version(llm) + 1
+    save_checkpoint(
+        tmp_path, CheckpointState(step=3, policy_version=new_version), adapted,
+        torch.optim.AdamW(p for p in adapted.parameters() if p.requires_grad), [capture_rng_state()], tiny_model_dir,
+    )
+    release = publish(service.config, tmp_path)
+    assert release.policy_version == new_version and _version(llm) == new_version
+
+    prompt = AutoTokenizer.from_pretrained(tiny_model_dir)("I guess 50").input_ids
+    greedy = SamplingConfig(temperature=0.0, max_tokens=6)
+    generation = llm.generate.remote(prompt, greedy, [], None).result(timeout_s=60)
+    assert generation.policy_version == new_version
+    tokens = torch.tensor([prompt + list(generation.token_ids)])
+    with torch.no_grad():
+        expected = token_logprobs(adapted.eval(), tokens, torch.ones_like(tokens))[0, len(prompt):]
+        unadapted = token_logprobs(base.eval(), tokens, torch.ones_like(tokens))[0, len(prompt):]
+    served = torch.tensor(generation.logprobs)
+    torch.testing.assert_close(served, expected, rtol=0, atol=1e-3)
+    assert (served - unadapted).abs().max() > 1e-2  # the adapters changed what is served
 
 
 def test_publish_without_a_running_llm_app_is_a_logged_no_op(service, tmp_path, caplog):
