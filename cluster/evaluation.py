@@ -1,7 +1,8 @@
 """`terrarium eval` and the persona table: any policy spec, a language model ("llm:PATH") included.
 
 "llm:PATH" (a model directory, a training checkpoint, or a run directory: its newest checkpoint) starts Ray,
-the config's engines and rollout workers on those weights and plays the episodes through the agent loop that
+the config's engines and rollout workers on those weights (a LoRA checkpoint: engines on the base its adapters
+name, then given the merged weights) and plays the episodes through the agent loop that
 training uses (rollout.evaluation.evaluate_on_engines), with the config's sampling and agent limits.
 "KIND:PATH" loads a trained policy (CHECKPOINT_POLICIES, e.g. the RLlib baseline); it and every other spec
 are played here by rollout.evaluation.evaluate. All face the same seeds, so their reports compare.
@@ -16,7 +17,9 @@ import ray
 
 from cluster.config import TerrariumConfig
 from cluster.placement import connect_ray
+from learner.lora import adapter_base_dir, load_policy_model, policy_state_dict
 from learner.rllib_baseline import RLlibDeltaPolicy
+from learner.weight_sync import sync_through_object_store
 from rollout.engine import start_engines
 from rollout.models.checkpoints import resolve_model_dir
 from rollout.evaluation import EvalReport, evaluate, evaluate_on_engines
@@ -57,14 +60,20 @@ def evaluate_policy(
     if not path:
         raise ValueError(f"policy {policy!r}: name the weights, e.g. llm:runs/persona (its newest checkpoint)")
     config = config or TerrariumConfig()
-    model_dir = str(resolve_model_dir(path))
+    model_dir = resolve_model_dir(path)
+    base_dir = adapter_base_dir(model_dir)
     connect_ray(config.engine.num_engines * config.engine.num_cpus + config.rollout.num_workers)
-    engines = start_engines(model_dir, config.engine)
-    coordinator = RolloutCoordinator(model_dir, engines, config.sampling, config.rollout)
+    engines = start_engines(str(base_dir or model_dir), config.engine)
     try:
-        return evaluate_on_engines(coordinator, harness, policy, episodes, seed, harness_kwargs)
+        if base_dir is not None:
+            merged = policy_state_dict(load_policy_model(model_dir))
+            sync_through_object_store(merged, engines, 1, config.engine.weight_sync_timeout_s)
+        coordinator = RolloutCoordinator(str(model_dir), engines, config.sampling, config.rollout)
+        try:
+            return evaluate_on_engines(coordinator, harness, policy, episodes, seed, harness_kwargs)
+        finally:
+            coordinator.shutdown()
     finally:
-        coordinator.shutdown()
         ray.get([engine.shutdown.remote() for engine in engines])
         for engine in engines:
             ray.kill(engine)

@@ -97,16 +97,26 @@ def load_policy_model(model_dir: str | Path) -> torch.nn.Module:
     """A model directory, or a LoRA checkpoint's model/ (adapters plus a pointer to the base), as a float32
     model to train on: for adapters, the base that adapter_config.json names with the adapters on it,
     trainable. policy_state_dict then gives the engines the merged weights."""
-    from peft import PeftConfig, PeftModel
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    if not is_adapter_dir(model_dir):
+    base_dir = adapter_base_dir(model_dir)
+    if base_dir is None:
         return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    base_dir = PeftConfig.from_pretrained(str(model_dir)).base_model_name_or_path
-    if not base_dir or not Path(base_dir).is_dir():
-        raise FileNotFoundError(f"{model_dir}: its adapters' base model {base_dir!r} is not a directory here")
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     return PeftModel.from_pretrained(base, str(model_dir), is_trainable=True)
+
+
+def adapter_base_dir(model_dir: str | Path) -> Path | None:
+    """The base model directory a LoRA checkpoint's adapters name; None for a full model directory."""
+    from peft import PeftConfig
+
+    if not is_adapter_dir(model_dir):
+        return None
+    base_dir = PeftConfig.from_pretrained(str(model_dir)).base_model_name_or_path
+    if not base_dir or not (Path(base_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir}: its adapters' base model {base_dir!r} is not a model directory here")
+    return Path(base_dir)
 
 
 def load_adapter(model: torch.nn.Module, adapter_dir: str | Path) -> None:

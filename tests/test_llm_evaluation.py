@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 from cluster.cli import main
 from cluster.evaluation import evaluate_policy
 from learner.checkpoint import capture_rng_state, save_checkpoint
+from learner.lora import LoraConfig, adapter_base_dir, apply_lora, load_policy_model, merged_state_dict, policy_state_dict
 from rollout.models.checkpoints import CheckpointState, resolve_model_dir
 from rollout.engine import SamplingConfig
 from rollout.evaluation import evaluate, evaluate_on_engines
@@ -74,6 +75,28 @@ def test_llm_weights_resolve_from_a_run_a_checkpoint_or_a_model_directory(tmp_pa
     assert resolve_model_dir(run_dir) == newest
     assert resolve_model_dir(newest.parent) == newest
     assert resolve_model_dir(newest) == newest
+
+
+def test_a_lora_checkpoint_is_played_as_its_base_plus_merged_adapters(tmp_path, tiny_model_dir):
+    """What `terrarium eval --policy llm:CHECKPOINT` starts for a LoRA run: engines on the base the adapters
+    name, then the merged weights; a base that is not here is an error naming it."""
+    adapted = apply_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(rank=2))
+    with torch.no_grad():
+        for name, parameter in adapted.named_parameters():
+            if "lora_B" in name:
+                parameter.fill_(0.01)
+    optimizer = torch.optim.AdamW(p for p in adapted.parameters() if p.requires_grad)
+    checkpoint = save_checkpoint(tmp_path, CheckpointState(1, 1), adapted, optimizer, [capture_rng_state()],
+                                 tiny_model_dir)
+    model_dir = resolve_model_dir(checkpoint)
+    assert adapter_base_dir(model_dir) == tiny_model_dir and adapter_base_dir(tiny_model_dir) is None
+    loaded = policy_state_dict(load_policy_model(model_dir))
+    for name, tensor in merged_state_dict(adapted).items():
+        torch.testing.assert_close(loaded[name], tensor, rtol=0, atol=0)
+    config = (model_dir / "adapter_config.json").read_text().replace(str(tiny_model_dir), str(tmp_path / "gone"))
+    (model_dir / "adapter_config.json").write_text(config)
+    with pytest.raises(FileNotFoundError, match="adapters' base model .*gone.* is not a model directory here"):
+        evaluate_policy("number_guess", f"llm:{checkpoint}", 1)
 
 
 def test_eval_with_a_config_plays_its_harness_by_its_rules(capsys):
