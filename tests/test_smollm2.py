@@ -55,7 +55,9 @@ def test_smollm2_generates_with_the_logprobs_transformers_computes(ray_session, 
 
 
 def test_smollm2_lora_adapter_sync(ray_session, smollm2_dir, smollm2_engine, smollm2_engine_config):
-    learner = LearnerGroup(1, smollm2_dir, LearnerConfig(sft_lr=1e-3, lora=LoraConfig(rank=8)))
+    # one episode per forward/backward: SmolLM2's 49k-token logits of 4 episodes take ~6 GB on this machine
+    config = LearnerConfig(sft_lr=1e-3, micro_batch_size=1, lora=LoraConfig(rank=8))
+    learner = LearnerGroup(1, smollm2_dir, config)
     try:
         check_sync_serves_the_learners_weights(ray_session, smollm2_engine, smollm2_engine_config, smollm2_dir, learner)
     finally:
