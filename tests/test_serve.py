@@ -794,7 +794,7 @@ def test_terrarium_serve_command_serves_until_ctrl_c(service, ray_session, tiny_
     output: list[str] = []
     try:
         while not any(line.startswith("Serving") for line in output):
-            output.append(lines.get(timeout=180))  # queue.Empty: the command never came up
+            output.append(lines.get(timeout=420))  # queue.Empty: the command never came up (its engine starts first)
         url = f"http://127.0.0.1:{port}/cli"
         assert f"Serving 'test-cli' (evidence policy; OpenAI API on model 'terrarium') at {url}" in "".join(output)
         assert httpx.get(f"{url}/health", timeout=60).status_code == 200
