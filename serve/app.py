@@ -271,7 +271,7 @@ class PolicyService(OpenAiIngress):
             raise HTTPException(503, "no trajectory store is configured: /train keeps trajectories before training")
         documents = [trajectory.model_dump(mode="json") for trajectory in request.trajectories]
         start = time.perf_counter()
-        if self.config.policy != "llm":  # evidence/expert: the model does not answer; keep the data, as RustyWorm expects
+        if self.config.policy != "llm":  # the model does not answer /predict-delta: keep the data, as RustyWorm expects
             await self._put(EVOLUTION_KIND, documents)
             return TrainResponse(
                 loss=0.0,
