@@ -241,12 +241,12 @@ class WeightGate:
         """Swap in a LoRA adapter as `policy_version`: every rank writes it to `lora_request.lora_path` and
         loads it, and from then on every request runs with `lora_request`. A refused adapter raises and the
         old adapter and version keep serving."""
-        request = lora_request
-        args = (adapter.config, adapter.weights, request.lora_name, request.lora_int_id, request.lora_path)
+        args = (adapter.config, adapter.weights, lora_request.lora_name, lora_request.lora_int_id,
+                lora_request.lora_path)
 
         async def load() -> None:
             await self.load_on_every_rank(engine, policy_version, "stage_policy_adapter", *args, policy_version)
-            self.lora_request = request  # before open: no request is admitted in between
+            self.lora_request = lora_request  # before open: no request is admitted in between
 
         return await self.swap(engine, load, policy_version)
 
