@@ -8,8 +8,8 @@ message that says what was asked for, instead of leaving half the actors waiting
   placement_group_capture_child_tasks=True; vLLM (with tensor_parallel_size > 1 and Ray as its distributed
   executor) reads that group back with ray.util.get_current_placement_group() inside the actor and puts one
   worker in each GPU bundle.
-- The learner gets one group of num_learner_ranks bundles, one GPU (and one CPU) each; rank r runs in
-  bundle r.
+- The learner gets one group of num_learner_ranks bundles, one GPU (and learner.num_cpus CPUs) each; rank r
+  runs in bundle r.
 - A cluster without GPUs gets CPU-only bundles: one per engine, one per learner rank. An engine's bundle
   holds a CPU per tensor-parallel rank at least (rollout.engine.engine_cpus): on CPU its ranks are processes
   of the engine actor (vLLM's multiprocessing executor), bound to cores derived from what the bundle grants.
@@ -25,9 +25,6 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 
 from rollout.engine import EngineConfig, engine_cpus
-
-LEARNER_CPUS_PER_RANK = 1.0  # what LearnerGroup asks for per rank
-
 
 def connect_ray(needed_cpus: float) -> None:
     """The cluster in RAY_ADDRESS, or a local one with at least `needed_cpus` logical CPUs: engines, rollout
@@ -47,8 +44,9 @@ def engine_bundles(config: EngineConfig, use_gpu: bool) -> list[dict[str, float]
     return [{"CPU": config.num_cpus, "GPU": 1.0}] + [{"GPU": 1.0} for _ in range(config.tensor_parallel_size - 1)]
 
 
-def learner_bundles(num_ranks: int, use_gpu: bool) -> list[dict[str, float]]:
-    bundle = {"CPU": LEARNER_CPUS_PER_RANK, "GPU": 1.0} if use_gpu else {"CPU": LEARNER_CPUS_PER_RANK}
+def learner_bundles(num_ranks: int, cpus_per_rank: int, use_gpu: bool) -> list[dict[str, float]]:
+    """What LearnerGroup asks for per rank (learner.num_cpus, and a GPU when the cluster has them)."""
+    bundle = {"CPU": float(cpus_per_rank), "GPU": 1.0} if use_gpu else {"CPU": float(cpus_per_rank)}
     return [dict(bundle) for _ in range(num_ranks)]
 
 
@@ -64,7 +62,9 @@ class Placement:
             remove_placement_group(group)
 
 
-def reserve(engine: EngineConfig, num_learner_ranks: int, timeout_s: float, name: str) -> Placement:
+def reserve(
+    engine: EngineConfig, num_learner_ranks: int, learner_cpus: int, timeout_s: float, name: str
+) -> Placement:
     """Reserve every bundle, GPU ones when the cluster has any GPU; raise if they are not all placed within
     `timeout_s` (an autoscaling cluster may need minutes to add the nodes). `name` (the run) prefixes the
     groups' names, as `ray list placement-groups` and the dashboard show them."""
@@ -74,7 +74,7 @@ def reserve(engine: EngineConfig, num_learner_ranks: int, timeout_s: float, name
         for i in range(engine.num_engines)
     ]
     learner_group = placement_group(
-        learner_bundles(num_learner_ranks, use_gpu), strategy="PACK", name=f"{name}-learner"
+        learner_bundles(num_learner_ranks, learner_cpus, use_gpu), strategy="PACK", name=f"{name}-learner"
     )
     placement = Placement(use_gpu, engine_groups, learner_group)
     groups = [*engine_groups, learner_group]
@@ -85,7 +85,7 @@ def reserve(engine: EngineConfig, num_learner_ranks: int, timeout_s: float, name
         raise TimeoutError(
             f"could not reserve {len(wanted)} bundles within {timeout_s:.0f} s: "
             f"{engine.num_engines} engine(s) x {engine_bundles(engine, use_gpu)} and "
-            f"{num_learner_ranks} learner rank(s) x {learner_bundles(1, use_gpu)}; the cluster has "
+            f"{num_learner_ranks} learner rank(s) x {learner_bundles(1, learner_cpus, use_gpu)}; the cluster has "
             f"{ray.cluster_resources()} in all and {ray.available_resources()} free "
             "(raise train.placement_timeout_s while an autoscaler adds nodes)"
         )

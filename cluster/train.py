@@ -135,11 +135,12 @@ def train(config: TerrariumConfig) -> dict[str, float]:
     connect_ray(  # a local Ray has no GPUs: CPU engines
         config.engine.num_engines * engine_cpus(config.engine, use_gpu=False)
         + config.rollout.num_workers
-        + config.train.num_learner_ranks
+        + config.train.num_learner_ranks * config.learner.num_cpus
     )
     model_path = resolve_model_path(config.model)
     placement = reserve(
-        config.engine, config.train.num_learner_ranks, config.train.placement_timeout_s, config.run_name
+        config.engine, config.train.num_learner_ranks, config.learner.num_cpus, config.train.placement_timeout_s,
+        config.run_name,
     )
     try:
         return train_in_placement(config, run_dir, model_path, placement)

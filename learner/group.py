@@ -57,6 +57,9 @@ class LearnerConfig(OptimizerConfig):
     sft_lr: float = Field(1e-5, gt=0)
     bf16: bool = Field(True, description="bf16 autocast on CUDA (master weights stay fp32); CPU runs fp32")
     seed: int = 0
+    num_cpus: int = Field(
+        1, ge=1, description="Ray CPUs per learner rank; on CPU also its torch threads (Ray sets OMP_NUM_THREADS)"
+    )
     policy_loss: PolicyLossConfig = PolicyLossConfig()
     advantage: AdvantageConfig = AdvantageConfig()
     lora: LoraConfig | None = Field(None, description="train LoRA adapters only (learner.lora); null: every weight")
@@ -300,7 +303,7 @@ class LearnerGroup:
         worker_class = ray.remote(LearnerWorker)
         self.workers = []
         for rank in range(num_ranks):
-            options: dict[str, Any] = {"num_cpus": 1, "num_gpus": 1 if use_gpu else 0}
+            options: dict[str, Any] = {"num_cpus": config.num_cpus, "num_gpus": 1 if use_gpu else 0}
             if placement_group is not None:
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                     placement_group, placement_group_bundle_index=rank
