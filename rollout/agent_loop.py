@@ -23,7 +23,7 @@ from rollout.chat import ChatRenderer, system_prompt
 from rollout.engine import SamplingConfig
 from rollout.harnesses.base import BaseHarness
 from rollout.harnesses.registry import make_harness
-from rollout.harnesses.tools import ActionParseError, parse_action
+from rollout.harnesses.tools import ActionParseError, parse_action, tool_call_grammar
 from rollout.data.trajectory import Trajectory
 
 
@@ -33,6 +33,12 @@ class AgentLoopConfig(BaseModel):
     max_turns: int = Field(12, ge=1, description="model replies per episode")
     max_episode_tokens: int = Field(1536, ge=64, description="prompt + all turns; must fit the engine's max_model_len")
     format_penalty: float = Field(-1.0, le=0, description="reward for a reply that is not a valid action")
+    constrain_actions: bool = Field(
+        False,
+        description="sample every reply under the grammar of one tool call of the harness's actions (vLLM "
+        "structured outputs): replies always parse, unless max_tokens cuts one off; the recorded logprobs are the "
+        "masked sampling distribution's, which the learner's truncated importance weights correct for",
+    )
 
 
 @dataclass
@@ -143,8 +149,9 @@ async def _play(
         if len(episode.token_ids) + sampling.max_tokens > config.max_episode_tokens:
             break
         t0 = time.perf_counter()
+        grammar = tool_call_grammar(harness.get_action_space()) if config.constrain_actions else None
         generation = await engine.generate.remote(
-            episode.token_ids, sampling, [end_of_turn], sampling_seed(request.episode_id, turn)
+            episode.token_ids, sampling, [end_of_turn], sampling_seed(request.episode_id, turn), grammar
         )
         episode.timings["generate"] += time.perf_counter() - t0
         episode.versions.append(generation.policy_version)

@@ -143,11 +143,14 @@ async def generate_tokens(
     seed: int | None,
     policy_version: int,
     lora_request: Any = None,
+    reply_grammar: str | None = None,
 ) -> Generation:
     """One generation on a vLLM AsyncLLM: token ids in, token ids and each one's logprob out. `lora_request`
-    (a vllm LoRARequest): the adapter to run the base model with."""
+    (a vllm LoRARequest): the adapter to run the base model with. `reply_grammar`: an EBNF grammar the reply
+    is sampled under (vLLM structured outputs); the logprobs are then those of the masked distribution that
+    sampled, at least the model's own (the learner's truncated importance weights correct for the mask)."""
     from vllm import SamplingParams, TokensPrompt
-    from vllm.sampling_params import RequestOutputKind
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
     params = SamplingParams(
         temperature=sampling.temperature,
@@ -158,6 +161,7 @@ async def generate_tokens(
         seed=seed,
         output_kind=RequestOutputKind.FINAL_ONLY,  # token ids only: no per-step outputs, no detokenizing
         detokenize=False,
+        structured_outputs=StructuredOutputsParams(grammar=reply_grammar) if reply_grammar else None,
     )
     final = None
     prompt = TokensPrompt(prompt_token_ids=prompt_ids)
@@ -221,13 +225,21 @@ class WeightGate:
             self._ready.set()
 
     async def generate(
-        self, engine: Any, prompt_ids: list[int], sampling: SamplingConfig, stop_token_ids: list[int], seed: int | None
+        self,
+        engine: Any,
+        prompt_ids: list[int],
+        sampling: SamplingConfig,
+        stop_token_ids: list[int],
+        seed: int | None,
+        reply_grammar: str | None = None,
     ) -> Generation:
         """generate_tokens on `engine`, admitted under the current version (and its adapter)."""
         version = await self.admit()
         lora_request = self.lora_request  # no await since admit: the adapter of `version`
         try:
-            return await generate_tokens(engine, prompt_ids, sampling, stop_token_ids, seed, version, lora_request)
+            return await generate_tokens(
+                engine, prompt_ids, sampling, stop_token_ids, seed, version, lora_request, reply_grammar
+            )
         finally:
             self.done()
 
@@ -349,9 +361,14 @@ class InferenceEngine:
         return self.gate.policy_version
 
     async def generate(
-        self, prompt_ids: list[int], sampling: SamplingConfig, stop_token_ids: list[int], seed: int | None = None
+        self,
+        prompt_ids: list[int],
+        sampling: SamplingConfig,
+        stop_token_ids: list[int],
+        seed: int | None = None,
+        reply_grammar: str | None = None,
     ) -> Generation:
-        return await self.gate.generate(self.engine, prompt_ids, sampling, stop_token_ids, seed)
+        return await self.gate.generate(self.engine, prompt_ids, sampling, stop_token_ids, seed, reply_grammar)
 
     async def load_weights(self, payload: bytes, policy_version: int) -> int:
         """The CPU path (and any single-machine setup): swap in a torch.save'd state dict sent through the

@@ -50,12 +50,44 @@ def test_multi_turn_tokens_masks_and_logprobs(coordinator, tiny_model_dir):
             between = tokenizer.decode(trajectory.token_ids[policy[before[-1]] + 1 : policy[after[0]]])
             assert between.startswith(("\n<|im_start|>user\n", "<|im_end|>\n<|im_start|>user\n"))
             assert between.endswith("<|im_end|>\n<|im_start|>assistant\n")
-        # no retokenization drift: the learner's logprobs of the stored ids equal the engine's
-        with torch.no_grad():
-            logits = model(torch.tensor([trajectory.token_ids])).logits.float()
-        learner = torch.log_softmax(logits[0, :-1], -1).gather(1, torch.tensor(trajectory.token_ids[1:])[:, None])
-        diffs = [abs(learner[i - 1, 0].item() - trajectory.logprobs[i]) for i in policy]
-        assert max(diffs) < 1e-3
+    # no retokenization drift: the learner's logprobs of the stored ids equal the engine's
+    assert_engine_logprobs_are_the_models(trajectories, model)
+
+
+def policy_logprobs(trajectory, model) -> list[tuple[float, float]]:
+    """(engine, model) logprob of every policy token of `trajectory`."""
+    policy = [i for i, m in enumerate(trajectory.loss_mask) if m]
+    with torch.no_grad():
+        logits = model(torch.tensor([trajectory.token_ids])).logits.float()
+    learner = torch.log_softmax(logits[0, :-1], -1).gather(1, torch.tensor(trajectory.token_ids[1:])[:, None])
+    return [(trajectory.logprobs[i], learner[i - 1, 0].item()) for i in policy]
+
+
+def assert_engine_logprobs_are_the_models(trajectories, model):
+    for trajectory in trajectories:
+        assert max(abs(engine - learner) for engine, learner in policy_logprobs(trajectory, model)) < 1e-3
+
+
+def test_constrained_replies_always_parse_and_keep_the_models_logprobs(ray_session, engine, tiny_model_dir):
+    """rollout.agent.constrain_actions: the untrained model, which otherwise writes no action at all (the test
+    above), writes a valid guess every turn under the tool-call grammar. The logprobs it records are the masked
+    distribution's that sampled them: never below the model's own (the mask only removes competing tokens),
+    above it where the mask removed much."""
+    config = RolloutConfig(groups_per_step=2, group_size=2, agent={"max_turns": 3, "constrain_actions": True})
+    coordinator = RolloutCoordinator(str(tiny_model_dir), [engine], SamplingConfig(max_tokens=64), config)
+    try:
+        trajectories = coordinator.run(group_requests("constrained", 0, [21, 22], config))
+    finally:
+        coordinator.shutdown()
+    assert sum(t.num_turns for t in trajectories) >= 8
+    assert sum(t.parse_failures for t in trajectories) == 0
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for trajectory in trajectories:
+        replies = tokenizer.decode(trajectory.token_ids[trajectory.prompt_length :])
+        assert replies.count('<tool_call>{"name": "guess", "arguments": {"number": ') == trajectory.num_turns
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    gaps = [engine - learner for t in trajectories for engine, learner in policy_logprobs(t, model)]
+    assert min(gaps) > -1e-3 and max(gaps) > 1.0
 
 
 def test_groups_share_seed_and_parse_failures_are_penalised(coordinator):

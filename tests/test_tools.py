@@ -10,7 +10,8 @@ from jsonschema import Draft202012Validator
 
 from rollout.harnesses.number_guess import NumberGuessHarness
 from rollout.harnesses.text_adventure import NUMERIC_ACTIONS, TextAdventureHarness
-from rollout.harnesses.tools import Action, ActionParseError, format_action, parse_action
+from rollout.harnesses.persona.harness import PersonaHarness
+from rollout.harnesses.tools import Action, ActionParseError, format_action, parse_action, tool_call_grammar
 
 GUESS = NumberGuessHarness().get_action_space()
 ADVENTURE = TextAdventureHarness().get_action_space()
@@ -43,6 +44,8 @@ def test_guess_schema_refuses_out_of_range_numbers():
         ('<tool_call>{"name": "guess", "arguments": {"number": 7}}', GUESS, Action("guess", {"number": 7})),
         ('{"name": "guess", "arguments": {"number": 50}}', GUESS, Action("guess", {"number": 50})),
         ('{"name": "guess", "arguments": {"number": "50"}}', GUESS, Action("guess", {"number": 50})),
+        # the opening tag was a special token, dropped when the reply was decoded; the closing one was text
+        ('{"name": "guess", "arguments": {"number": 50}}</tool_call>', GUESS, Action("guess", {"number": 50})),
         ('{"name": "inventory"}', ADVENTURE, Action("inventory", {})),
         ("guess 50", GUESS, Action("guess", {"number": 50})),
         ("  Guess 12 \n", GUESS, Action("guess", {"number": 12})),
@@ -137,3 +140,46 @@ def test_format_then_parse_round_trips():
     assert format_action(Action("guess", {"number": 50})) == (
         '<tool_call>{"name": "guess", "arguments": {"number": 50}}</tool_call>'
     )
+
+
+# --- the tool-call grammar (rollout.agent.constrain_actions) -------------------------------------------------
+
+
+def _matches(grammar: str, text: str, tokenizer) -> bool:
+    """Whether xgrammar, as vLLM runs it, lets a model write `text` and then end its turn."""
+    import xgrammar
+
+    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer))
+    matcher = xgrammar.GrammarMatcher(xgrammar.GrammarCompiler(info).compile_grammar(grammar))
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return all(matcher.accept_token(i) for i in ids) and matcher.accept_token(tokenizer.eos_token_id)
+
+
+def test_tool_call_grammar_admits_exactly_the_harness_actions(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)  # <tool_call> is one special token here
+    persona = PersonaHarness().get_action_space()
+    allowed = {
+        "number_guess": (GUESS, [Action("guess", {"number": 1}), Action("guess", {"number": 100})]),
+        "text_adventure": (ADVENTURE, NUMERIC_ACTIONS[:3] + [Action("go", {"direction": "north"})]),
+        "persona": (
+            persona, [Action("apply_delta", {"adjustments": {"humor": -0.5, "depth": 1.25}, "confidence": 0.8})]
+        ),
+    }
+    for name, (actions, examples) in allowed.items():
+        grammar = tool_call_grammar(actions)
+        for action in examples:
+            assert _matches(grammar, format_action(action), tokenizer), (name, action)
+    guess = tool_call_grammar(GUESS)
+    refused = [
+        '<tool_call>{"name": "guess", "arguments": {"number": 101}}</tool_call>',  # out of the schema's range
+        '<tool_call>{"name": "go", "arguments": {"number": 5}}</tool_call>',  # not an action of this harness
+        '<tool_call>{"name": "guess", "arguments": {"number": 5, "why": 1}}</tool_call>',  # an unknown argument
+        '<tool_call>{"name": "guess", "arguments": {"number": 5}}',  # the turn would end inside the call
+        "guess 50",  # free text
+    ]
+    assert not any(_matches(guess, text, tokenizer) for text in refused)
+    apply = tool_call_grammar(persona)
+    unknown_axis = Action("apply_delta", {"adjustments": {"wit": 1.0}, "confidence": 1})
+    assert not _matches(apply, format_action(unknown_axis), tokenizer)

@@ -11,6 +11,7 @@ or service overflows on a model's absurd reply.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -38,6 +39,35 @@ def format_action(action: Action) -> str:
     return "<tool_call>" + json.dumps({"name": action.name, "arguments": action.arguments}) + "</tool_call>"
 
 
+def tool_call_grammar(actions: list[ActionDefinition]) -> str:
+    """The grammar (xgrammar's EBNF) of exactly one tool call for one of `actions`, in format_action's form,
+    values of the right JSON types: a reply sampled under it (rollout.agent.constrain_actions) always parses.
+    The tags are text here; a tokenizer's single <tool_call> token matches them too."""
+    return _tool_call_grammar(json.dumps([action.to_dict() for action in actions]))
+
+
+@functools.lru_cache(maxsize=64)
+def _tool_call_grammar(actions_json: str) -> str:
+    """Built once per action space (an episode asks every turn)."""
+    import xgrammar
+
+    actions = [ActionDefinition(**action) for action in json.loads(actions_json)]
+    calls = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": action.name}, "arguments": action.json_schema()},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for action in actions
+    ]
+    call = xgrammar.Grammar.from_json_schema(
+        calls[0] if len(calls) == 1 else {"anyOf": calls}, any_whitespace=False, separators=(", ", ": ")
+    )
+    tags = [xgrammar.Grammar.from_ebnf(f'root ::= "{tag}"') for tag in ("<tool_call>", "</tool_call>")]
+    return str(xgrammar.Grammar.concat(tags[0], call, tags[1]))
+
+
 def parse_action(text: str, actions: list[ActionDefinition]) -> Action:
     """One action from a model's reply: a tool call (tagged or bare JSON) or a plain-text command."""
     if not isinstance(text, str):
@@ -51,8 +81,8 @@ def parse_action(text: str, actions: list[ActionDefinition]) -> Action:
     if calls:
         return _parse_json_call(calls[0].strip(), definitions)
     stripped = text.strip()
-    if stripped.startswith("{"):
-        return _parse_json_call(stripped, definitions)
+    if stripped.startswith("{"):  # bare, or its opening tag was a special token that decoding dropped
+        return _parse_json_call(stripped.removesuffix("</tool_call>").rstrip(), definitions)
     return _parse_command(stripped, definitions)
 
 
