@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from cluster.config import ConfigError, load_config
-from cluster.metrics import MetricsLog, read_metrics
+from cluster.metrics import MetricsLog, plot_curves, read_metrics
 from cluster.train import grpo, staleness, step_seeds
 from learner.group import LearnerConfig, LearnerGroup
 from learner.weight_sync import sync_through_object_store
@@ -139,6 +139,8 @@ def test_async_steps_never_train_on_data_staler_than_k(learner, engine, tiny_mod
     # Checkpoint 2 names the groups carried past it, for a resume to play them again.
     carried = read_checkpoint_state(checkpoint_dir(run_dir, 2)).data_position["carried_groups"]
     assert {"step1/group2": 1, "step1/group3": 1}.items() <= carried.items()
+    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")  # with the staleness and idle panels
+    assert (run_dir / "curves.png").stat().st_size > 0
     for record in records:
         assert 0 <= record["learner_idle_fraction"] <= 1 and 0 <= record["engine_idle_fraction"] <= 1
         assert record["sync_s"] > 0
