@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps-per-turn", type=int, default=4)
     parser.add_argument("--out", type=Path, default=None, help="run directories (default: a temporary one)")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="async-vs-sync-"))
     total = args.rounds * args.steps_per_turn
     configs = {

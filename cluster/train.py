@@ -63,7 +63,7 @@ def evaluate(config: TerrariumConfig, coordinator: RolloutCoordinator, label: st
         config.run_name, label, config.rollout.harness, seeds,
         {**config.rollout.harness_kwargs, **config.train.eval_harness_kwargs},
     )
-    trajectories = coordinator.run(requests)
+    trajectories = coordinator.run(requests, config.train.rollout_timeout_s)
     eval_s = time.perf_counter() - start
     summary = episode_summary(trajectories)
     summary.update(held_out_statistics(
@@ -112,7 +112,6 @@ class GroupInFlight:
     """A group's rollouts, submitted and not yet collected."""
 
     step: int  # the step whose rollouts it belongs to (its episode ids and seeds)
-    submitted_at: int  # the learner's policy version when it was submitted
     call: ray.ObjectRef
 
 
@@ -144,21 +143,21 @@ def grpo(
     timeout_s = config.train.rollout_timeout_s
     in_flight: dict[str, GroupInFlight] = {}  # in submission order
 
-    def submit(step: int, version: int, only: set[str] | None = None) -> None:
+    def submit(step: int, only: set[str] | None = None) -> None:
         requests = group_requests(config.run_name, step, step_seeds(config, step), config.rollout)
         requests = [r for r in requests if only is None or r.group_id in only]
         for group_id, call in coordinator.submit(requests).items():
-            in_flight[group_id] = GroupInFlight(step, version, call)
+            in_flight[group_id] = GroupInFlight(step, call)
 
     for step in sorted(set(carried.values())):
-        submit(step, start_step, set(carried))
+        submit(step, set(carried))
     next_submit = start_step  # the first step whose rollouts are not submitted yet
-    busy_before = coordinator.busy_seconds()
     progress = tqdm(range(start_step, config.train.steps), initial=start_step, total=config.train.steps, desc="GRPO")
     for step in progress:
         t0 = time.perf_counter()
+        busy_before = coordinator.busy_seconds()  # approximate: a worker with an episode playing counts as engine time
         if next_submit == step:
-            submit(step, step)
+            submit(step)
             next_submit += 1
         own = {gid: g.call for gid, g in in_flight.items() if g.step == step}
         need = len(own) if wait_for_all else min(len(own), math.ceil(config.train.min_groups_fraction * len(own)))
@@ -177,7 +176,7 @@ def grpo(
             store.write(config.run_name, trajectory_step, [t for t in trajectories if t.step == trajectory_step])
 
         while next_submit <= min(step + K, config.train.steps - 1):  # runs while the learner updates
-            submit(next_submit, step)
+            submit(next_submit)
             next_submit += 1
         # An episode that ended before its first prompt (a harness reset that failed or ran past the episode
         # timeout) has nothing to train on; it is stored and counted (error_episodes, timeout_episodes).
@@ -211,13 +210,12 @@ def grpo(
             if config.train.publish_to:  # running replicas reload it in place, no request dropped
                 publish(ServeConfig(app_name=config.train.publish_to), checkpoint, step + 1)
         record["step_s"] = step_s = time.perf_counter() - t0  # the training cost of the step: evaluations excluded
-        busy = coordinator.busy_seconds()  # approximate: a worker with an episode playing counts as engine time
+        busy = coordinator.busy_seconds()
         rollout_time = rollout_s if K == 0 else step_s  # async: the rollouts ran during the whole step
         record["episodes_per_s"] = len(trajectories) / rollout_time
         record["tokens_per_s"] = generated_tokens(trajectories) / rollout_time
         record["learner_idle_fraction"] = rollout_s / step_s
         record["engine_idle_fraction"] = min(1.0, max(0.0, 1.0 - (busy - busy_before) / step_s))
-        busy_before = busy
         progress.write(describe_step(record))
         if config.train.eval_every and (step + 1) % config.train.eval_every == 0 and step + 1 < config.train.steps:
             record.update(evaluate(config, coordinator, f"step{step + 1}"))
