@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -52,8 +52,23 @@ class SFTConfig(BaseModel):
     batch_size: int = Field(16, ge=1, description="episodes per SFT step")
 
 
-class TrainConfig(BaseModel):
+class AsyncConfig(BaseModel):
+    """Asynchronous GRPO (README "Asynchronous training"): the rollouts of the next max_staleness steps run
+    while the learner updates. The staleness of an episode trained at learner version v is v minus the oldest
+    policy version among its turns; a group with an episode staler than max_staleness is never trained on."""
+
     model_config = ConfigDict(extra="forbid")
+
+    max_staleness: int = Field(0, ge=0, description="K: steps the rollouts may run ahead of the learner; 0: synchronous")
+    stale_data: Literal["drop", "wait"] = Field(
+        "drop",
+        description="a group left behind by min_groups_fraction that may grow staler than K: "
+        "drop (trained only if it arrives within K, else dropped and counted) or wait (the step waits for it)",
+    )
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     steps: int = Field(10, ge=1, description="GRPO steps; each plays rollout.groups_per_step x group_size episodes")
     num_learner_ranks: int = Field(1, ge=1)
@@ -69,6 +84,15 @@ class TrainConfig(BaseModel):
         None, description="the Serve app (its app_name) that every checkpoint is published to; null: none"
     )
     sft: SFTConfig = SFTConfig()
+    async_: AsyncConfig = Field(AsyncConfig(), alias="async", description="YAML key train.async (a Python keyword)")
+    min_groups_fraction: float = Field(
+        1.0, gt=0, le=1,
+        description="a step goes ahead once this share of its groups is complete; the rest are carried over "
+        "to a later step (counted) and trained there unless too stale",
+    )
+    rollout_timeout_s: float = Field(
+        3600.0, gt=0, description="the longest a step waits for its rollouts before the run stops with an error"
+    )
 
 
 class TerrariumConfig(BaseModel):
@@ -99,6 +123,20 @@ class TerrariumConfig(BaseModel):
             raise ValueError(
                 "learner.lora with engine.lora_sync=merged syncs through engine.weight_transfer=object_store only; "
                 "engine.lora_sync=adapter sends the adapters alone"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _async_training_corrects_for_stale_logprobs(self) -> TerrariumConfig:
+        if self.train.async_.max_staleness > 0 and self.learner.policy_loss.tis_cap is None:
+            raise ValueError(
+                "train.async.max_staleness > 0 trains on episodes sampled by older weights: it needs truncated "
+                "importance sampling, learner.policy_loss.tis_cap (null turns it off; the default is 2.0)"
+            )
+        if self.train.min_groups_fraction < 1 and self.train.async_.stale_data == "wait":
+            raise ValueError(
+                "train.min_groups_fraction < 1 carries groups over to later steps, where they may be staler "
+                "than train.async.max_staleness: that needs train.async.stale_data=drop (wait never drops)"
             )
         return self
 

@@ -84,9 +84,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_curves(metrics_path: Path, out_path: Path) -> None:
-    """Six panels over GRPO steps: reward and success (training episodes, and the held-out evaluations with
+    """Eight panels over GRPO steps: reward and success (training episodes, and the held-out evaluations with
     their 95% intervals), the share of flat groups and the clip fraction, the policy entropy, the train/engine
-    logprob gap, and rollout tokens/s."""
+    logprob gap, rollout tokens/s, the staleness histogram of the trained episodes (async training), and the
+    learner's and engines' idle fractions with the weight-sync time."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,7 +108,7 @@ def plot_curves(metrics_path: Path, out_path: Path) -> None:
         ax.errorbar(eval_steps, [r[f"eval_{key}"] for r in evals], yerr=[r.get(f"eval_{key}_ci95", 0) for r in evals],
                     fmt="o", capsize=3, label="held-out (95% CI)")
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8))
     ax = axes[0, 0]
     ax.plot(steps, series("mean_reward"), label="training episodes")
     held_out(ax, "mean_reward")
@@ -137,6 +138,24 @@ def plot_curves(metrics_path: Path, out_path: Path) -> None:
     ax.plot(eval_steps, [r.get("eval_tokens_per_s", math.nan) for r in evals], "o", label="evaluations")
     ax.set(title="generated tokens/s", xlabel="GRPO step")
     ax.legend()
+    ax = axes[0, 3]
+    hists = [r.get("staleness_hist", {}) for r in train]
+    bottom = [0] * len(train)
+    for age in sorted({int(age) for hist in hists for age in hist}):
+        counts = [hist.get(str(age), 0) for hist in hists]
+        ax.bar(steps, counts, bottom=bottom, label=f"staleness {age}")
+        bottom = [b + c for b, c in zip(bottom, counts)]
+    ax.plot(steps, series("episodes_dropped_stale"), "k.", label="dropped: staler than K")
+    ax.set(title="trained episodes by staleness (versions)", xlabel="GRPO step")
+    ax.legend()
+    ax = axes[1, 3]
+    ax.plot(steps, series("learner_idle_fraction"), label="learner idle (waiting for rollouts)")
+    ax.plot(steps, series("engine_idle_fraction"), label="engines idle (no episode playing)")
+    ax.set(title="idle fractions of the step; weight sync", xlabel="GRPO step", ylim=(0, 1))
+    ax.legend(loc="upper left")
+    sync_ax = ax.twinx()
+    sync_ax.plot(steps, series("sync_s"), "k:", label="weight sync (s, right)")
+    sync_ax.legend(loc="center right")
     fig.tight_layout()
     fig.savefig(out_path, dpi=80)
     plt.close(fig)

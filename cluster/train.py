@@ -3,12 +3,15 @@
     connect Ray -> model -> placement groups -> learner group (resume from the newest checkpoint)
     -> engines (+ weights)
     -> rollout workers -> [SFT warm start] -> evaluate
-    -> for each step: rollouts -> store (durable) -> learner update -> weight sync -> metrics -> checkpoint
+    -> for each step: rollouts -> store (durable) -> [submit the next K steps' rollouts] -> learner update
+       -> weight sync -> metrics -> checkpoint
     -> evaluate -> curves
 
 Resume is exact: the seeds of step k are a pure function of (config.seed, k), episode ids are stable and the
 store skips ids it already has, so a run killed after its checkpoint at step k continues at step k with the
-same state and neither repeats nor skips a step.
+same state and neither repeats nor skips a step. In async mode the rollouts in flight at the kill belong to
+steps after the checkpoint and are played again; groups carried over past the checkpoint are listed in its
+data_position ("carried_groups") and played again too.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -34,7 +38,8 @@ from rollout.demonstrations import expert_demonstrations
 from rollout.engine import engine_cpus, start_engines
 from rollout.models.checkpoints import latest_checkpoint
 from rollout.models.source import resolve_model_path
-from rollout.data.store import StoreConfig, open_store
+from rollout.data.store import StoreConfig, TrajectoryStore, open_store
+from rollout.data.trajectory import Trajectory
 from rollout.evaluation import episode_summary
 from rollout.worker import RolloutCoordinator, evaluation_requests, group_requests
 from serve.app import publish
@@ -58,7 +63,7 @@ def evaluate(config: TerrariumConfig, coordinator: RolloutCoordinator, label: st
         config.run_name, label, config.rollout.harness, seeds,
         {**config.rollout.harness_kwargs, **config.train.eval_harness_kwargs},
     )
-    trajectories = coordinator.run(requests)
+    trajectories = coordinator.run(requests, config.train.rollout_timeout_s)
     eval_s = time.perf_counter() - start
     summary = episode_summary(trajectories)
     summary.update(held_out_statistics(
@@ -95,8 +100,134 @@ def describe_step(record: dict[str, Any]) -> str:
         f"flat groups {get('learner_flat_group_fraction'):.2f}, entropy {get('learner_entropy'):.3f}, "
         f"clip {get('learner_clip_fraction'):.3f}, |logp train - engine| {get('learner_engine_logprob_abs_diff'):.1e}, "
         f"KL(engine||train) {get('learner_engine_kl_k3'):.1e}, {get('tokens_per_s'):.0f} tokens/s, "
-        f"rollout {get('rollout_s'):.0f} s, update {get('learner_update_time_s'):.0f} s"
+        f"rollout {get('rollout_s'):.0f} s, update {get('learner_update_time_s'):.0f} s, sync {get('sync_s'):.1f} s; "
+        f"staleness {record.get('staleness_hist', {})}, dropped stale groups {record.get('groups_dropped_stale', 0)}, "
+        f"carried {record.get('groups_carried', 0)}, idle: learner {get('learner_idle_fraction'):.2f} "
+        f"engines {get('engine_idle_fraction'):.2f}"
     )
+
+
+@dataclass
+class GroupInFlight:
+    """A group's rollouts, submitted and not yet collected."""
+
+    step: int  # the step whose rollouts it belongs to (its episode ids and seeds)
+    call: ray.ObjectRef
+
+
+def staleness(trajectory: Trajectory, learner_version: int) -> int:
+    """How many versions behind the learner the oldest weights that sampled one of its turns are (0 for an
+    episode that played no turn: nothing of it is trained on)."""
+    return learner_version - trajectory.policy_version if trajectory.policy_version >= 0 else 0
+
+
+def grpo(
+    config: TerrariumConfig,
+    run_dir: Path,
+    learner: LearnerGroup,
+    engines: list[Any],
+    coordinator: RolloutCoordinator,
+    store: TrajectoryStore,
+    log: MetricsLog,
+    start_step: int,
+    carried: dict[str, int],
+) -> None:
+    """GRPO steps start_step .. train.steps - 1. The learner trains step k at policy version k. With
+    train.async.max_staleness K > 0 the rollouts of steps k+1 .. k+K are submitted (at version k) before the
+    learner updates on step k, so engines and learner work at the same time; K = 0 is the synchronous loop.
+    A step goes ahead once train.min_groups_fraction of its groups are done (stale_data=drop); the rest are
+    carried over and trained with a later step if they arrive within K versions, else dropped, all counted.
+    `carried`: the groups carried over at the checkpoint resumed from (group id -> step), played again."""
+    K = config.train.async_.max_staleness
+    wait_for_all = config.train.async_.stale_data == "wait"
+    timeout_s = config.train.rollout_timeout_s
+    in_flight: dict[str, GroupInFlight] = {}  # in submission order
+
+    def submit(step: int, only: set[str] | None = None) -> None:
+        requests = group_requests(config.run_name, step, step_seeds(config, step), config.rollout)
+        requests = [r for r in requests if only is None or r.group_id in only]
+        for group_id, call in coordinator.submit(requests).items():
+            in_flight[group_id] = GroupInFlight(step, call)
+
+    for step in sorted(set(carried.values())):
+        submit(step, set(carried))
+    next_submit = start_step  # the first step whose rollouts are not submitted yet
+    progress = tqdm(range(start_step, config.train.steps), initial=start_step, total=config.train.steps, desc="GRPO")
+    for step in progress:
+        t0 = time.perf_counter()
+        busy_before = coordinator.busy_seconds()  # approximate: a worker with an episode playing counts as engine time
+        if next_submit == step:
+            submit(step)
+            next_submit += 1
+        own = {gid: g.call for gid, g in in_flight.items() if g.step == step}
+        need = len(own) if wait_for_all else min(len(own), math.ceil(config.train.min_groups_fraction * len(own)))
+        done = coordinator.collect(own, need, timeout_s)
+        late = {gid: g.call for gid, g in in_flight.items() if g.step < step}  # carried over from earlier steps
+        done.update(coordinator.collect(late, 0, timeout_s))
+        rollout_s = time.perf_counter() - t0  # the learner waited for rollouts this long
+        # Whole groups, oldest first; a group with an episode staler than K is never trained on.
+        order = [gid for gid in in_flight if gid in done]
+        for gid in order:
+            del in_flight[gid]
+        kept = [gid for gid in order if max(staleness(t, step) for t in done[gid]) <= K]
+        dropped = [gid for gid in order if gid not in kept]
+        trajectories = [t for gid in kept for t in done[gid]]
+        for trajectory_step in sorted({t.step for t in trajectories}):  # durable before the learner sees them
+            store.write(config.run_name, trajectory_step, [t for t in trajectories if t.step == trajectory_step])
+
+        while next_submit <= min(step + K, config.train.steps - 1):  # runs while the learner updates
+            submit(next_submit)
+            next_submit += 1
+        # An episode that ended before its first prompt (a harness reset that failed or ran past the episode
+        # timeout) has nothing to train on; it is stored and counted (error_episodes, timeout_episodes).
+        trainable = [t for t in trajectories if t.token_ids]
+        update = learner.update(trainable) if trainable else {}
+        sync_s = learner.sync_weights(engines, step + 1, config.engine)
+
+        carried = {gid: g.step for gid, g in in_flight.items() if g.step <= step}
+        ages = [staleness(t, step) for t in trajectories]
+        record = {
+            "phase": "train",
+            "step": step + 1,
+            "policy_version": step + 1,
+            "episodes": len(trajectories),
+            **(episode_summary(trajectories) if trajectories else {}),
+            **{f"learner_{k}": v for k, v in update.items()},
+            "rollout_s": rollout_s,
+            "sync_s": sync_s,
+            "staleness_hist": {str(age): ages.count(age) for age in sorted(set(ages))},
+            "staleness_mean": fmean(ages) if ages else 0.0,
+            "staleness_max": max(ages, default=0),
+            "trained_groups": kept,
+            "groups_trained": len(kept),
+            "groups_carried": len(carried),
+            "groups_dropped_stale": len(dropped),
+            "episodes_dropped_stale": sum(len(done[gid]) for gid in dropped),
+        }
+        if (step + 1) % config.train.checkpoint_every == 0 or step + 1 == config.train.steps:
+            position = {"train_step": step + 1, **({"carried_groups": carried} if carried else {})}
+            checkpoint = learner.save_checkpoint(run_dir, step + 1, position)
+            if config.train.publish_to:  # running replicas reload it in place, no request dropped
+                publish(ServeConfig(app_name=config.train.publish_to), checkpoint, step + 1)
+        record["step_s"] = step_s = time.perf_counter() - t0  # the training cost of the step: evaluations excluded
+        busy = coordinator.busy_seconds()
+        rollout_time = rollout_s if K == 0 else step_s  # async: the rollouts ran during the whole step
+        record["episodes_per_s"] = len(trajectories) / rollout_time
+        record["tokens_per_s"] = generated_tokens(trajectories) / rollout_time
+        record["learner_idle_fraction"] = rollout_s / step_s
+        record["engine_idle_fraction"] = min(1.0, max(0.0, 1.0 - (busy - busy_before) / step_s))
+        progress.write(describe_step(record))
+        if config.train.eval_every and (step + 1) % config.train.eval_every == 0 and step + 1 < config.train.steps:
+            record.update(evaluate(config, coordinator, f"step{step + 1}"))
+            progress.write(describe_evaluation(f"after {step + 1} GRPO steps", record))
+        log.write(record)
+        progress.set_postfix(
+            reward=f"{record.get('mean_reward', math.nan):.2f}", success=f"{record.get('success_rate', math.nan):.2f}",
+            staleness=f"{record['staleness_mean']:.2f}", sync_s=f"{sync_s:.2f}",
+        )
+    if in_flight:  # carried groups the run ended before training
+        print(f"GRPO: {len(in_flight)} carried-over groups unfinished at the end of training, cancelled")
+        coordinator.cancel({gid: g.call for gid, g in in_flight.items()})
 
 
 def warm_start(config: TerrariumConfig, learner: LearnerGroup, model_path: Path, log: MetricsLog) -> None:
@@ -131,7 +262,7 @@ def resolve_run_dir(config: TerrariumConfig) -> Path:
 def train(config: TerrariumConfig) -> dict[str, float]:
     run_dir = resolve_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+    (run_dir / "config.json").write_text(config.model_dump_json(indent=2, by_alias=True))
     connect_ray(  # a local Ray has no GPUs: CPU engines
         config.engine.num_engines * engine_cpus(config.engine, use_gpu=False)
         + config.rollout.num_workers
@@ -162,9 +293,10 @@ def train_in_placement(
         placement_group=placement.learner_group,
     )
     checkpoint = latest_checkpoint(run_dir)
-    start_step = 0
+    start_step, carried = 0, {}
     if checkpoint is not None:
-        start_step = learner.load_checkpoint(checkpoint).data_position["train_step"]
+        position = learner.load_checkpoint(checkpoint).data_position
+        start_step, carried = position["train_step"], position.get("carried_groups", {})
         print(f"resuming {config.run_name} at step {start_step} from {checkpoint}")
     engines = start_engines(
         str(model_path), config.engine, start_step, placement.engine_groups, lora_rank=config.engine_lora_rank
@@ -186,41 +318,7 @@ def train_in_placement(
             print(describe_evaluation("after SFT", after_sft))
 
     grpo_start = time.perf_counter()
-    progress = tqdm(range(start_step, config.train.steps), initial=start_step, total=config.train.steps, desc="GRPO")
-    for step in progress:
-        t0 = time.perf_counter()
-        trajectories = coordinator.run(group_requests(config.run_name, step, step_seeds(config, step), config.rollout))
-        rollout_s = time.perf_counter() - t0
-        store.write(config.run_name, step, trajectories)  # durable before the learner sees them
-        update = learner.update(trajectories)
-        sync_s = learner.sync_weights(engines, step + 1, config.engine)
-        record = {
-            "phase": "train",
-            "step": step + 1,
-            "policy_version": step + 1,
-            "episodes": len(trajectories),
-            **episode_summary(trajectories),
-            **{f"learner_{k}": v for k, v in update.items()},
-            "rollout_s": rollout_s,
-            "sync_s": sync_s,
-            "episodes_per_s": len(trajectories) / rollout_s,
-            "tokens_per_s": generated_tokens(trajectories) / rollout_s,
-        }
-        if (step + 1) % config.train.checkpoint_every == 0 or step + 1 == config.train.steps:
-            checkpoint = learner.save_checkpoint(run_dir, step + 1, {"train_step": step + 1})
-            if config.train.publish_to:  # running replicas reload it in place, no request dropped
-                publish(ServeConfig(app_name=config.train.publish_to), checkpoint, step + 1)
-        record["step_s"] = time.perf_counter() - t0  # the training cost of the step: evaluations excluded
-        progress.write(describe_step(record))
-        if config.train.eval_every and (step + 1) % config.train.eval_every == 0 and step + 1 < config.train.steps:
-            record.update(evaluate(config, coordinator, f"step{step + 1}"))
-            progress.write(describe_evaluation(f"after {step + 1} GRPO steps", record))
-        log.write(record)
-        progress.set_postfix(
-            reward=f"{record['mean_reward']:.2f}", success=f"{record['success_rate']:.2f}",
-            parse_fail=f"{record['parse_failure_rate']:.2f}", sync_s=f"{sync_s:.2f}",
-        )
-
+    grpo(config, run_dir, learner, engines, coordinator, store, log, start_step, carried)
     print(f"GRPO: {config.train.steps - start_step} steps in {time.perf_counter() - grpo_start:.0f} s")
     after = evaluate(config, coordinator, "after")
     log.write({"phase": "eval", "step": config.train.steps, "label": "after", **after})
