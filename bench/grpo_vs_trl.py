@@ -42,7 +42,7 @@ seeds (cluster/train.py's evaluation), mean reward with a 95% interval; the star
 begin from) likewise.
 
 Usage (from the repository root; needs the bench extra, `make setup` installs it):
-  python bench/grpo_vs_trl.py [--quick] [--steps 8] [--warmup 1] [--trl-backend generate]
+  python bench/grpo_vs_trl.py [--quick] [--steps 8] [--warmup 1] [--trl-backend generate] [--trl-threads N]
 The last line is `ratio=<terrarium/trl>` (median step time; the issue's target is <= 0.5).
 """
 
@@ -272,18 +272,23 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=256, help="held-out seeds per evaluation")
     parser.add_argument("--sft-episodes", type=int, default=256, help="random-pick demonstrations of the warm start")
     parser.add_argument("--trl-backend", choices=TRL_BACKENDS, default="generate", help="TRL's generation backend")
+    parser.add_argument("--trl-threads", type=int, default=None, help="torch threads for TRL (default: torch's, all cores)")
     args = parser.parse_args()
     if args.quick:
         parser.set_defaults(**QUICK)
         args = parser.parse_args()
     if args.steps - args.warmup < 1 or args.warmup < 0 or min(args.eval_episodes, args.sft_episodes) < 1:
         parser.error("need steps > warmup >= 0 and positive episode counts")
+    if args.trl_threads is not None and args.trl_threads < 1:
+        parser.error("--trl-threads must be >= 1")
 
     # Before vLLM is imported or Ray started: both read these then (children inherit them).
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    if args.trl_threads:
+        torch.set_num_threads(args.trl_threads)
     import trl
     from trl import GRPOTrainer
 
