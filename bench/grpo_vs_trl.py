@@ -61,7 +61,7 @@ from typing import Any
 
 import ray
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 
 from cluster.config import TerrariumConfig, load_config
 from cluster.metrics import MetricsLog
@@ -207,6 +207,7 @@ def trl_config(config: TerrariumConfig, args: argparse.Namespace, output_dir: Pa
         scale_rewards="group",
         remove_unused_columns=False,
         logging_steps=1,
+        disable_tqdm=True,  # TakeTurns prints one line per GRPO step
         report_to="none",
         save_strategy="no",
         dataloader_num_workers=0,
@@ -344,6 +345,7 @@ def main() -> None:
                 processing_class=renderer.tokenizer,
                 callbacks=[turns],
             )
+            trainer.remove_callback(PrinterCallback)  # its dict of TRL's metrics per optimizer step
             print(f"GRPO: {args.steps} steps each, taking turns (TRL, Terrarium, ...)", flush=True)
             trainer.train()
 
