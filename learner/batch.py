@@ -109,16 +109,36 @@ def split_evenly(items: Sequence[T], parts: int) -> list[list[T]]:
     return slices
 
 
-def token_logprobs(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+def token_logprobs(
+    model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor | None = None
+) -> Tensor:
     """[batch, seq] log-probability of each token given its prefix; position 0 and padding get 0.
 
     Aligned with Trajectory.token_ids and Trajectory.logprobs. Logits are upcast to float32 before the
     softmax: bf16 log-probabilities are too coarse for importance ratios. The chosen token's logit minus the
     logsumexp, rather than a full log_softmax: autograd then keeps no second [batch, seq, vocab] tensor, which
     for a 49k vocabulary and 1.5k-token episodes is ~300 MB a sequence.
+
+    With `loss_mask`, only tokens that some row's mask covers are scored (the others get 0): the LM head runs
+    on the positions that predict a policy token (transformers' logits_to_keep), not on every prompt and
+    observation token, which is most of a step's logits: time, and memory for a large vocabulary.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1].float()
-    chosen = logits.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    next_token_logprobs = chosen - torch.logsumexp(logits, dim=-1)
-    first = torch.zeros_like(next_token_logprobs[:, :1])
-    return torch.cat([first, next_token_logprobs], dim=1) * attention_mask
+    targets = input_ids[:, 1:]
+    if loss_mask is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+        positions = torch.arange(targets.shape[1], device=input_ids.device)
+        wanted = torch.ones_like(positions, dtype=torch.bool)
+    else:
+        wanted = loss_mask[:, 1:].bool().any(dim=0)
+        positions = wanted.nonzero().squeeze(-1)
+        if positions.numel() == 0:  # nothing to score: one position, zeroed below, so the loss has a graph
+            positions = torch.zeros(1, dtype=torch.long, device=input_ids.device)
+        logits = model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=positions
+        ).logits
+    logits = logits.float()
+    chosen = logits.gather(-1, targets[:, positions].unsqueeze(-1)).squeeze(-1)
+    scored = torch.zeros(targets.shape, dtype=logits.dtype, device=logits.device)
+    scored[:, positions] = (chosen - torch.logsumexp(logits, dim=-1)) * wanted[positions]
+    first = torch.zeros_like(scored[:, :1])
+    return torch.cat([first, scored], dim=1) * attention_mask

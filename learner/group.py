@@ -158,7 +158,7 @@ class LearnerWorker:
 
     def _score(self, model: torch.nn.Module, batch: TrainBatch) -> torch.Tensor:
         with self._autocast():
-            return token_logprobs(model, batch.input_ids, batch.attention_mask)
+            return token_logprobs(model, batch.input_ids, batch.attention_mask, batch.loss_mask)
 
     def _micro_batches(self, shard: StepShard) -> list[TrainBatch]:
         return micro_batches(

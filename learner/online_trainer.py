@@ -133,7 +133,7 @@ class PolicyTrainer:
             )
 
         def score(model: torch.nn.Module, batch: TrainBatch) -> torch.Tensor:
-            return token_logprobs(model, batch.input_ids, batch.attention_mask)
+            return token_logprobs(model, batch.input_ids, batch.attention_mask, batch.loss_mask)
 
         grad_norm, parts = optimizer_step(
             self.model, self.optimizer, batches, score, loss_fn, self.config.lr, self.config.grad_clip

@@ -115,6 +115,30 @@ def test_token_logprobs_match_log_softmax_and_ignore_padding(model_dir):
     torch.testing.assert_close(scored[1:, :5], alone, atol=1e-5, rtol=1e-5)
 
 
+def test_token_logprobs_with_a_loss_mask_score_only_policy_tokens_and_equal_the_full_pass(model_dir):
+    """The LM head runs only where some row predicts a policy token: those logprobs (and their gradients) are
+    the full pass's, every other position is 0."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    ids = torch.randint(0, VOCAB, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 7:] = 0
+    loss_mask = torch.zeros(2, 9)
+    loss_mask[0, 3:5] = 1
+    loss_mask[1, 6] = 1
+    full = token_logprobs(model, ids, mask)
+    (full * loss_mask).sum().backward()
+    full_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    kept = token_logprobs(model, ids, mask, loss_mask)
+    (kept * loss_mask).sum().backward()
+    torch.testing.assert_close(kept * loss_mask, full * loss_mask, atol=1e-6, rtol=1e-6)
+    assert (kept[:, [0, 1, 2, 5, 7, 8]] == 0).all() and kept[0, 6] != 0  # position 6 is row 1's policy token
+    for parameter, expected in zip(model.parameters(), full_grads):
+        torch.testing.assert_close(parameter.grad, expected, atol=1e-6, rtol=1e-5)
+    empty = token_logprobs(model, ids, mask, torch.zeros(2, 9))  # no policy token: zeros, still a graph
+    assert (empty == 0).all() and empty.requires_grad
+
+
 # ---------------------------------------------------------------- checkpoint directories (no Ray)
 
 
