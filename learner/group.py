@@ -177,16 +177,18 @@ class LearnerWorker:
         """One optimizer step per shard (mini-batch), all with the old logprobs of the starting weights."""
         loss_config = self.config.policy_loss
         batches = [self._micro_batches(shard) for shard in shards]
-        old_logprobs = None
-        if len(shards) > 1:  # later steps need the logprobs of the weights the update started from
-            with torch.no_grad():
-                old_logprobs = [[self._score(self.model.module, batch) for batch in step] for step in batches]
+        # Steps after the first need the logprobs of the weights the update started from, scored before the
+        # first step changes them; the first step's own are those weights' (its logprobs, detached).
+        old_logprobs: list[list[torch.Tensor] | None] = [None]
+        with torch.no_grad():
+            old_logprobs += [[self._score(self.model.module, batch) for batch in step] for step in batches[1:]]
 
         grad_norms, parts = [], []
         for step_index, (shard, micro_batches) in enumerate(zip(shards, batches)):
             # Used within this iteration only, so it sees this step's shard and index.
             def loss_fn(index: int, batch: TrainBatch, logprobs: torch.Tensor) -> tuple[torch.Tensor, dict]:
-                old = old_logprobs[step_index][index] if old_logprobs else logprobs.detach()
+                scored = old_logprobs[step_index]
+                old = scored[index] if scored is not None else logprobs.detach()
                 ref = None
                 if self.ref_model is not None:
                     with torch.no_grad():
