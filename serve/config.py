@@ -49,7 +49,7 @@ class ServeLoraSettings(BaseModel):
 
     max_rank: int = Field(16, ge=1, description="the largest adapter rank served (learner.lora.rank)")
     max_adapters: int = Field(
-        4, ge=1, description="adapter versions one engine holds at once (vLLM's max_loras; older ones reload)"
+        4, ge=1, description="the newest adapter versions served (vLLM's max_loras); older ones are withdrawn"
     )
 
 

@@ -14,8 +14,9 @@ its adapters (`load_adapter`), which stay on the frozen base: each version is a 
 "<model_id>:policy-vN" (`adapter_model_id`), that Ray Serve LLM's multiplexing routes requests to (the ingress
 sends a request naming it with that multiplexed model id; LLMServer's LoRA model loader, here
 PublishedAdapterLoader, finds its directory on this replica's disk and vLLM loads it). The newest version is also
-the current one: requests for model_id and `generate` run with its adapter. Full weights (`load_weights`) replace
-the base the adapters were trained on, so they withdraw every adapter version.
+the current one: requests for model_id and `generate` run with its adapter. The newest serve.lora.max_adapters
+versions are served; older ones are withdrawn (their files go: /train makes a version per request). Full weights
+(`load_weights`) replace the base the adapters were trained on, so they withdraw every adapter version.
 
 On CPU the deployment's placement group asks for one CPU (vLLM's worker) and the replica actor for none, so
 the ingress replicas keep room on a small machine.
@@ -130,7 +131,8 @@ class PolicyLLMServer(LLMServer):
             version = await self.gate.reload(self._async_llm, payload, policy_version)
         finally:
             self._stamp()
-        await self._withdraw_adapters()
+        for name in list(self.adapters):
+            await self._withdraw(name)
         return version
 
     async def load_adapter(self, adapter: LoraAdapter, policy_version: int) -> int:
@@ -167,21 +169,29 @@ class PolicyLLMServer(LLMServer):
             self.gate.lora_request = models.lora_requests[name]
 
         try:
-            return await self.gate.swap(self._async_llm, serve_it, policy_version)
+            version = await self.gate.swap(self._async_llm, serve_it, policy_version)
         finally:
             self._stamp()
+        while len(self.adapters) > self._llm_config.lora_config.max_num_adapters_per_replica:  # serve.lora.max_adapters
+            await self._withdraw(next(iter(self.adapters)))  # the oldest; no request runs it as current any more
+        return version
 
     def list_adapters(self) -> list[str]:
         """The LoRA versions' model names, oldest first."""
         return list(self.adapters)
 
-    async def _withdraw_adapters(self) -> None:
+    async def _withdraw(self, name: str) -> None:
+        """Stop serving LoRA version `name`: it is no longer listed or answered, and its files go."""
         from vllm.entrypoints.serve.lora.protocol import UnloadLoRAAdapterRequest
 
-        for name, path in list(self.adapters.items()):
-            del self.adapters[name]
-            await self.engine._oai_models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
-            shutil.rmtree(path, ignore_errors=True)
+        path = self.adapters.pop(name)
+        await self.engine._oai_models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
+        shutil.rmtree(path, ignore_errors=True)
+
+    async def __del__(self) -> None:
+        if self.adapter_root is not None:
+            shutil.rmtree(self.adapter_root, ignore_errors=True)
+        await super().__del__()
 
     def get_policy_version(self) -> int:
         return self.gate.policy_version

@@ -794,7 +794,8 @@ def _echo_logprobs(chat: openai.OpenAI, model: str, prompt: list[int]) -> tuple[
 def test_published_lora_versions_are_multiplexed_models(service, llm, openai_client, tiny_model_dir, tmp_path):
     """With serve.lora, each published LoRA checkpoint is a model of its own, "terrarium:policy-vN": listed, and
     answered with its adapter on the base (Serve multiplexing, our local LoRA loader), while "terrarium" serves
-    the newest version. Refused adapters change nothing; full weights published after them withdraw them."""
+    the newest version. Only the newest lora.max_adapters versions stay; refused adapters change nothing; full
+    weights published after them withdraw them."""
     chat, url = openai_client, service.url
     prompt = AutoTokenizer.from_pretrained(tiny_model_dir)("I guess 50, then 25 and 12").input_ids
     tokens = torch.tensor([prompt])
@@ -805,49 +806,52 @@ def test_published_lora_versions_are_multiplexed_models(service, llm, openai_cli
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     first = _version(llm) + 1
+    last = first + 2
     adapted = {version: _lora_checkpoint(tiny_model_dir, tmp_path / f"run{version}", version, seed=version)
-               for version in (first, first + 1)}
+               for version in range(first, last + 1)}
     names = {version: f"terrarium:policy-v{version}" for version in adapted}
     for version in adapted:
         assert publish(service.config, tmp_path / f"run{version}").policy_version == version
-    assert httpx.get(f"{url}/version").json()["policy_version"] == first + 1
+    assert httpx.get(f"{url}/version").json()["policy_version"] == last
 
     listed = [m.id for m in chat.models.list().data]
-    assert listed[0] == "terrarium" and listed[-2:] == [names[first], names[first + 1]]
-    assert chat.models.retrieve(names[first]).id == names[first]
-    for version, name in names.items():
-        answered, served = _echo_logprobs(chat, name, prompt)
-        assert answered == name
+    assert listed == ["terrarium", names[last - 1], names[last]]  # lora.max_adapters=2: the oldest is withdrawn
+    with pytest.raises(openai.NotFoundError):
+        chat.completions.create(model=names[first], prompt="Hi", max_tokens=2)
+    assert chat.models.retrieve(names[last - 1]).id == names[last - 1]
+    for version in (last - 1, last):
+        answered, served = _echo_logprobs(chat, names[version], prompt)
+        assert answered == names[version]
         torch.testing.assert_close(served, expected(adapted[version]), rtol=0, atol=1e-3)
         assert (served - expected(base)).abs().max() > 1e-2  # the adapter, not the base
     answered, served = _echo_logprobs(chat, "terrarium", prompt)  # the base id: the newest version
-    assert answered == names[first + 1]
-    torch.testing.assert_close(served, expected(adapted[first + 1]), rtol=0, atol=1e-3)
+    assert answered == names[last]
+    torch.testing.assert_close(served, expected(adapted[last]), rtol=0, atol=1e-3)
 
-    adapter = lora_adapter(adapted[first + 1])
+    adapter = lora_adapter(adapted[last])
     for change, error in (
         (wrong_shape, r"q_proj: lora_A \(4, \d+\) and lora_B .* do not fit its weight"),  # the weight receiver's
         (lambda *files: rank_over_the_limit(*rank_over_the_limit(*files)), "greater than max_lora_rank 8"),  # vLLM's
     ):
         with pytest.raises(RayTaskError, match=error):
-            llm.load_adapter.remote(adapter_with(adapter, change), first + 9).result(timeout_s=120)
-    assert httpx.get(f"{url}/version").json()["policy_version"] == first + 1
+            llm.load_adapter.remote(adapter_with(adapter, change), last + 9).result(timeout_s=120)
+    assert httpx.get(f"{url}/version").json()["policy_version"] == last
     assert [m.id for m in chat.models.list().data] == listed
 
-    streamed = chat.chat.completions.create(model=names[first], max_tokens=6, stream=True,
+    streamed = chat.chat.completions.create(model=names[last - 1], max_tokens=6, stream=True,
                                             messages=[{"role": "user", "content": "Hi"}])
     assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices).strip()
-    with pytest.raises(openai.NotFoundError, match=f"policy-v{first + 9}"):
-        chat.chat.completions.create(model=f"terrarium:policy-v{first + 9}", max_tokens=4,
+    with pytest.raises(openai.NotFoundError, match=f"policy-v{last + 9}"):
+        chat.chat.completions.create(model=f"terrarium:policy-v{last + 9}", max_tokens=4,
                                      messages=[{"role": "user", "content": "Hi"}])
 
     full = tmp_path / "full"  # the base model's full weights, as the next version
-    save_checkpoint(full, CheckpointState(step=5, policy_version=first + 2), base,
+    save_checkpoint(full, CheckpointState(step=5, policy_version=last + 1), base,
                     torch.optim.AdamW(base.parameters()), [capture_rng_state()], tiny_model_dir)
-    assert publish(service.config, full).policy_version == first + 2
+    assert publish(service.config, full).policy_version == last + 1
     assert [m.id for m in chat.models.list().data] == ["terrarium"]
     with pytest.raises(openai.NotFoundError):
-        chat.completions.create(model=names[first], prompt="Hi", max_tokens=2)
+        chat.completions.create(model=names[last], prompt="Hi", max_tokens=2)
     answered, served = _echo_logprobs(chat, "terrarium", prompt)
     assert answered == "terrarium"
     torch.testing.assert_close(served, expected(base), rtol=0, atol=1e-3)
