@@ -155,7 +155,8 @@ class TerrariumConfig(BaseModel):
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
-    """`learner.lr=1e-5` -> data["learner"]["lr"] = 1e-5 (the value parsed as YAML)."""
+    """`learner.lr=1e-5` -> data["learner"]["lr"] = 1e-5 (the value parsed as YAML). An optional section that
+    is null (off, e.g. `lora: null`) becomes a section: `lora.max_rank=16` turns it on."""
     key, sep, raw = override.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. engine.num_engines=2")
@@ -163,6 +164,8 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     node = data
     for i, part in enumerate(parents):
         child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
         if not isinstance(child, dict):
             raise ConfigError(f"override {override!r}: {'.'.join(parents[: i + 1])} is not a section")
         node = child

@@ -61,7 +61,7 @@ def start_service(config: ServeCommandConfig) -> str:
         delta_policy = load_checkpoint_policy(f"rllib:{service.checkpoint}")
     if service.openai_api:
         model_path = str(resolve_model_path(service.model))
-        engine = ServedEngine(service.app_name, config.trainer.sync_timeout_s)
+        engine = ServedEngine(service.app_name, config.trainer.sync_timeout_s, service.lora is not None)
         trainer = start_policy_trainer(model_path, config.trainer, engine)
     return run_policy_service(service, trainer, delta_policy)
 

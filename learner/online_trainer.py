@@ -17,7 +17,8 @@ at a time and every new version reaches the engine in order. The service reaches
 handle (serve imports nothing from learner); checkpoint facts it reads itself (rollout.models.checkpoints).
 The engine is the served model's (serve.llm_server.ServedEngine): blocking get_policy_version() and
 load_weights(payload, version) calls, each with its own deadline. A published LoRA checkpoint reaches it as
-merged weights (base + adapters), so the served engine needs no LoRA support.
+merged weights (base + adapters), so the served engine needs no LoRA support, or, when it serves adapters
+(serve.lora), as its adapters (load_adapter), and so do the /train updates of that checkpoint.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 from pydantic import Field
 from learner.advantages import weighted_advantages
 from learner.batch import TrainBatch, token_logprobs
-from learner.lora import load_policy_model, policy_state_dict
+from learner.lora import is_lora, load_policy_model, lora_adapter, policy_state_dict
 from learner.losses import PolicyLossConfig, loss_denominator, rl_loss
 from learner.optimizer import OptimizerConfig, build_optimizer, micro_batches, optimizer_step
 from rollout.data.trajectory import Trajectory
@@ -80,8 +81,13 @@ class PolicyTrainer:
         self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], self.config)
 
     def _push(self, policy_version: int) -> int:
+        """The model's weights to the engine as `policy_version`: a LoRA model's adapters alone when the engine
+        serves adapters (serve.lora), otherwise the full (merged) weights."""
         assert self.model is not None
-        loaded = self.engine.load_weights(serialize_state_dict(policy_state_dict(self.model)), policy_version)
+        if is_lora(self.model) and self.engine.serves_adapters:
+            loaded = self.engine.load_adapter(lora_adapter(self.model), policy_version)
+        else:
+            loaded = self.engine.load_weights(serialize_state_dict(policy_state_dict(self.model)), policy_version)
         if loaded != policy_version:
             raise RuntimeError(f"weight push: the engine serves version {loaded}, expected {policy_version}")
         return policy_version

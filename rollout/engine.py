@@ -244,10 +244,14 @@ class WeightGate:
             self.done()
 
     async def reload(self, engine: Any, payload: bytes, policy_version: int) -> int:
-        """Swap in a torch.save'd state dict on every worker of `engine` as `policy_version`. A failed load
-        raises and the old weights and version keep serving."""
-        stage = ("stage_policy_weights", payload, policy_version)
-        return await self.swap(engine, lambda: self.load_on_every_rank(engine, policy_version, *stage), policy_version)
+        """Swap in a torch.save'd state dict on every worker of `engine` as `policy_version`, served without an
+        adapter from then on. A failed load raises and the old weights, adapter and version keep serving."""
+
+        async def load() -> None:
+            await self.load_on_every_rank(engine, policy_version, "stage_policy_weights", payload, policy_version)
+            self.lora_request = None  # before open: the new weights are the whole policy
+
+        return await self.swap(engine, load, policy_version)
 
     async def reload_adapter(self, engine: Any, adapter: LoraAdapter, lora_request: Any, policy_version: int) -> int:
         """Swap in a LoRA adapter as `policy_version`: every rank writes it to `lora_request.lora_path` and
@@ -281,10 +285,10 @@ class WeightGate:
         staged = await self.on_every_rank(engine, stage, *args)
         if any(reply["error"] for reply in staged):
             await self.on_every_rank(engine, "drop_policy_weights")
-            raise RuntimeError(f"weight sync to version {policy_version} refused: {_rank_errors(staged)}")
+            raise RuntimeError(f"weight sync to version {policy_version} refused: {rank_errors(staged)}")
         loaded = await self.on_every_rank(engine, "commit_policy_weights", policy_version)
         if any(reply["error"] for reply in loaded):
-            errors = _rank_errors(loaded)
+            errors = rank_errors(loaded)
             self._unusable = f"a weight sync failed while loading, ranks may hold different weights: {errors}"
             raise RuntimeError(f"weight sync to version {policy_version}: {self._unusable}")
         self._unusable = None
@@ -446,7 +450,8 @@ class InferenceEngine:
             shutil.rmtree(self.lora_dir, ignore_errors=True)
 
 
-def _rank_errors(replies: list[dict]) -> str:
+def rank_errors(replies: list[dict]) -> str:
+    """The errors of the ranks that refused, one clause each."""
     return "; ".join(f"rank {reply['rank']}: {reply['error']}" for reply in replies if reply["error"])
 
 

@@ -88,7 +88,7 @@ class WeightReceiver:
         self.drop_policy_weights()
         request = LoRARequest(lora_name, lora_int_id, lora_path)
         try:
-            _write_adapter(Path(lora_path), config, weights)
+            write_adapter(Path(lora_path), config, weights)
             self._check_policy_adapter(Path(lora_path))
             self.model_runner.lora_manager._load_adapter(request)  # vLLM's parse and checks; add_lora repeats it
         except Exception as exc:
@@ -117,6 +117,15 @@ class WeightReceiver:
                 shutil.rmtree(previous, ignore_errors=True)
         self._loaded_policy_version = policy_version
         return self._policy_reply(policy_version, None)
+
+    def check_policy_adapter(self, lora_path: str) -> dict[str, Any]:
+        """Check the adapter files in `lora_path` against the served checkpoint, as stage_policy_adapter does,
+        loading nothing: for a server that loads adapters through vLLM's own registry (serve.llm_server)."""
+        try:
+            self._check_policy_adapter(Path(lora_path))
+        except Exception as exc:
+            return self._policy_reply(None, f"{type(exc).__name__}: {exc}")
+        return self._policy_reply(None, None)
 
     def drop_policy_weights(self) -> dict[str, Any]:
         """Forget what was staged (another rank refused it), removing a staged adapter's files."""
@@ -186,7 +195,7 @@ class WeightReceiver:
         return self._policy_weight_shapes
 
 
-def _write_adapter(path: Path, config: bytes, weights: bytes) -> None:
+def write_adapter(path: Path, config: bytes, weights: bytes) -> None:
     """The adapter's two files, each written under a temporary name and renamed: ranks sharing a node write
     the same bytes to the same path, and a reader only ever sees whole files."""
     path.mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import RayError
-from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException, to_model_metadata
+from ray.llm._internal.serve.core.configs.openai_api_models import (
+    ModelCard,
+    ModelList,
+    OpenAIHTTPException,
+    to_model_metadata,
+)
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
@@ -173,7 +178,29 @@ class PolicyService(OpenAiIngress):
         if self.llm is None:
             raise HTTPException(409, "this service runs no language model (openai_api: false); the OpenAI API needs "
                                 "openai_api: true")
+        if body.model not in (None, self.config.model_id) and await self.model(body.model) is None:
+            raise OpenAIHTTPException(
+                message=f"model {body.model!r} is not served here: GET /v1/models lists the models",
+                status_code=404,
+                type="NotFoundError",
+            )
         return await super()._process_llm_request(body, call_method, raw_request)
+
+    async def model(self, model_id: str) -> ModelCard | None:
+        """The card of the served model, or of one of its LoRA versions (serve.llm_server.adapter_model_id)."""
+        card = await super().model(model_id)
+        if card is None and self.llm is not None and model_id in await self.llm.list_adapters.remote():
+            base = self._model_cards[self.config.model_id]
+            card = base.model_copy(update={"id": model_id})
+        return card
+
+    async def models(self) -> ModelList:
+        """The served model, then its LoRA versions, oldest first (Ray lists adapters from cloud storage only)."""
+        listed = await super().models()
+        if self.llm is not None:
+            for name in await self.llm.list_adapters.remote():
+                listed.data.append(await self.model(name))
+        return listed
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve calls this at start and whenever the user_config changes (publish)."""
@@ -403,7 +430,9 @@ def _application(build: ServiceBuild, release: PublishedPolicy) -> Application:
     llm_deployments, model_cards = {}, {}
     if build.model_path is not None:  # the served model: PolicyLLM, the same build version (publish keeps it running)
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        served = llm_config(config.model_id, build.model_path, config.engine, config.tool_call_parser, use_gpu)
+        served = llm_config(
+            config.model_id, build.model_path, config.engine, config.tool_call_parser, use_gpu, config.lora
+        )
         llm_deployments[config.model_id] = llm_deployment(served, config.engine.weight_sync_timeout_s, build.build_id)
         model_cards[config.model_id] = to_model_metadata(config.model_id, served)
     return PolicyDeployment.options(**options).bind(build, llm_deployments, model_cards)

@@ -40,6 +40,19 @@ class AutoscalingSettings(BaseModel):
         return self
 
 
+class ServeLoraSettings(BaseModel):
+    """`lora`: the served engine runs vLLM's LoRA support, and a published LoRA checkpoint (learner.lora) is
+    served as its adapters on the frozen base: each version a multiplexed model "<model_id>:policy-vN" of its
+    own, the newest also behind model_id and /predict-delta (serve.llm_server)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_rank: int = Field(16, ge=1, description="the largest adapter rank served (learner.lora.rank)")
+    max_adapters: int = Field(
+        4, ge=1, description="the newest adapter versions served (vLLM's max_loras); older ones are withdrawn"
+    )
+
+
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -69,6 +82,11 @@ class ServeConfig(BaseModel):
         "hermes",
         description="vLLM's parser for the tool calls the model writes; hermes reads <tool_call>{json}"
         "</tool_call>, the harness format. vLLM needs one for any tool_choice; null: no tool calls",
+    )
+    lora: ServeLoraSettings | None = Field(
+        None,
+        description="serve published LoRA checkpoints as adapters, each version a model of its own; null: as merged "
+        "weights (base + adapters) under model_id only",
     )
     checkpoint: str | None = Field(
         None,
@@ -110,6 +128,8 @@ class ServeConfig(BaseModel):
             )
         if self.engine.num_engines != 1:
             raise ValueError("the replicas share one engine (the PolicyLLM deployment): engine.num_engines must be 1")
+        if self.lora is not None and not self.openai_api:
+            raise ValueError("lora serves adapters on the served model: it needs openai_api: true")
         if self.checkpoint is not None and self.run_dir is not None:
             raise ValueError("give checkpoint or run_dir, not both")
         if self.policy == "llm" and not self.openai_api:

@@ -35,10 +35,11 @@ import torch
 from ray.exceptions import RayTaskError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from cluster.config import ConfigError
 from cluster.serve_command import ServeCommandConfig, load_serve_config, start_service
 from learner.checkpoint import CheckpointState, capture_rng_state, save_checkpoint
 from learner.batch import token_logprobs
-from learner.lora import LoraConfig, apply_lora
+from learner.lora import LoraConfig, apply_lora, lora_adapter
 from learner.advantages import weighted_advantages
 from learner.online_trainer import normalise_importance_weights
 from learner.rllib_baseline import BaselineConfig, RLlibDeltaPolicy, train_baseline
@@ -58,9 +59,10 @@ from rollout.harnesses.persona.models import (
 )
 from rollout.data.store import open_store
 from serve.app import EVOLUTION_KIND, build_app, publish
-from serve.config import ServeConfig
+from serve.config import ServeConfig, ServeLoraSettings
 from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, delta_action, parse_delta
 from serve.schemas import PredictDeltaResponse, TrainResponse
+from tests.test_lora import adapter_with, rank_over_the_limit, wrong_shape
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = REPO_ROOT / "configs" / "serve.yaml"
@@ -154,7 +156,7 @@ def service(ray_session, serve_port, tiny_model_dir, tmp_path_factory):
         [
             "app_name=test-persona", "policy=llm", f"port={port}", f"model.path={tiny_model_dir}", "sampling.max_tokens=24",
             "max_body_bytes=65536", "replica_num_cpus=0.1", "num_replicas=2", f"store.root={tmp_path_factory.mktemp('serve-store')}",
-            "trainer.lr=1e-3", "trainer.num_cpus=0.1",
+            "trainer.lr=1e-3", "trainer.num_cpus=0.1", "lora.max_rank=4", "lora.max_adapters=2",
         ],
     )
     secure = load_serve_config(
@@ -289,6 +291,15 @@ def test_served_prompt_is_the_harness_training_prompt(tiny_model_dir):
         assert first_observation_text(profile, observation) == text
         training_prompt = renderer.first_prompt(system_prompt(harness, harness.get_action_space()), text)
         assert policy_format.prompt_ids(profile, observation) == training_prompt
+
+
+def test_lora_serving_is_turned_on_by_its_keys_and_needs_the_model():
+    assert load_serve_config(SERVE_CONFIG).lora is None
+    assert load_serve_config(SERVE_CONFIG, ["lora.max_rank=16"]).lora == ServeLoraSettings(max_rank=16, max_adapters=4)
+    with pytest.raises(ConfigError, match="lora serves adapters on the served model: it needs openai_api: true"):
+        load_serve_config(SERVE_CONFIG, ["lora.max_rank=16", "openai_api=false"])
+    with pytest.raises(ConfigError, match="lora.max_adapters"):
+        load_serve_config(SERVE_CONFIG, ["lora.max_adapters=0"])
 
 
 def test_build_app_needs_a_trainer_exactly_when_the_model_is_served(tmp_path):
@@ -734,22 +745,29 @@ def test_publish_under_concurrent_requests_loses_none(service, llm, tiny_model_d
     assert httpx.get(f"{service.url}/version").json()["policy_version"] == new_version
 
 
-def test_a_published_lora_checkpoint_is_served_as_base_plus_adapters(service, llm, tiny_model_dir, tmp_path):
-    """What `train.publish_to` sends with learner.lora: a checkpoint of adapters and a pointer to the base. The
-    served engine gets the merged weights, so its logprobs are the adapted model's, not the base's."""
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+def _lora_checkpoint(tiny_model_dir: Path, run_dir: Path, policy_version: int, seed: int = 0) -> torch.nn.Module:
+    """What `train.publish_to` sends with learner.lora: a checkpoint of adapters (rank 4, random B) and a pointer
+    to the base, written under run_dir; returns the adapted model."""
     adapted = apply_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
                          LoraConfig(rank=4, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     with torch.no_grad():
         for name, parameter in adapted.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0, 0.5)  # B = 0 would be the base itself
-    new_version = _version(llm) + 1
     save_checkpoint(
-        tmp_path, CheckpointState(step=3, policy_version=new_version), adapted,
+        run_dir, CheckpointState(step=3, policy_version=policy_version), adapted,
         torch.optim.AdamW(p for p in adapted.parameters() if p.requires_grad), [capture_rng_state()], tiny_model_dir,
     )
+    return adapted.eval()
+
+
+def test_a_published_lora_checkpoint_is_served_as_base_plus_adapters(service, llm, tiny_model_dir, tmp_path):
+    """A LoRA checkpoint published: /predict-delta's `generate` runs the adapted model (the module's service has
+    serve.lora, so the adapters on the base; without it, the merged weights), not the base."""
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    new_version = _version(llm) + 1
+    adapted = _lora_checkpoint(tiny_model_dir, tmp_path, new_version)
     release = publish(service.config, tmp_path)
     assert release.policy_version == new_version and _version(llm) == new_version
 
@@ -759,11 +777,84 @@ def test_a_published_lora_checkpoint_is_served_as_base_plus_adapters(service, ll
     assert generation.policy_version == new_version
     tokens = torch.tensor([prompt + list(generation.token_ids)])
     with torch.no_grad():
-        expected = token_logprobs(adapted.eval(), tokens, torch.ones_like(tokens))[0, len(prompt):]
+        expected = token_logprobs(adapted, tokens, torch.ones_like(tokens))[0, len(prompt):]
         unadapted = token_logprobs(base.eval(), tokens, torch.ones_like(tokens))[0, len(prompt):]
     served = torch.tensor(generation.logprobs)
     torch.testing.assert_close(served, expected, rtol=0, atol=1e-3)
     assert (served - unadapted).abs().max() > 1e-2  # the adapters changed what is served
+
+
+def _echo_logprobs(chat: openai.OpenAI, model: str, prompt: list[int]) -> tuple[str, torch.Tensor]:
+    """The served model's logprob of each prompt token after the first (vLLM's prompt logprobs), and the name
+    of the model that answered."""
+    answer = chat.completions.create(model=model, prompt=prompt, max_tokens=1, echo=True, logprobs=0, temperature=0)
+    return answer.model, torch.tensor(answer.choices[0].logprobs.token_logprobs[1 : len(prompt)])
+
+
+def test_published_lora_versions_are_multiplexed_models(service, llm, openai_client, tiny_model_dir, tmp_path):
+    """With serve.lora, each published LoRA checkpoint is a model of its own, "terrarium:policy-vN": listed, and
+    answered with its adapter on the base (Serve multiplexing, our local LoRA loader), while "terrarium" serves
+    the newest version. Only the newest lora.max_adapters versions stay; refused adapters change nothing; full
+    weights published after them withdraw them."""
+    chat, url = openai_client, service.url
+    prompt = AutoTokenizer.from_pretrained(tiny_model_dir)("I guess 50, then 25 and 12").input_ids
+    tokens = torch.tensor([prompt])
+
+    def expected(model: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return token_logprobs(model, tokens, torch.ones_like(tokens))[0, 1 : len(prompt)]
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    first = _version(llm) + 1
+    last = first + 2
+    adapted = {version: _lora_checkpoint(tiny_model_dir, tmp_path / f"run{version}", version, seed=version)
+               for version in range(first, last + 1)}
+    names = {version: f"terrarium:policy-v{version}" for version in adapted}
+    for version in adapted:
+        assert publish(service.config, tmp_path / f"run{version}").policy_version == version
+    assert httpx.get(f"{url}/version").json()["policy_version"] == last
+
+    listed = [m.id for m in chat.models.list().data]
+    assert listed == ["terrarium", names[last - 1], names[last]]  # lora.max_adapters=2: the oldest is withdrawn
+    with pytest.raises(openai.NotFoundError):
+        chat.completions.create(model=names[first], prompt="Hi", max_tokens=2)
+    assert chat.models.retrieve(names[last - 1]).id == names[last - 1]
+    for version in (last - 1, last):
+        answered, served = _echo_logprobs(chat, names[version], prompt)
+        assert answered == names[version]
+        torch.testing.assert_close(served, expected(adapted[version]), rtol=0, atol=1e-3)
+        assert (served - expected(base)).abs().max() > 1e-2  # the adapter, not the base
+    answered, served = _echo_logprobs(chat, "terrarium", prompt)  # the base id: the newest version
+    assert answered == names[last]
+    torch.testing.assert_close(served, expected(adapted[last]), rtol=0, atol=1e-3)
+
+    adapter = lora_adapter(adapted[last])
+    for change, error in (
+        (wrong_shape, r"q_proj: lora_A \(4, \d+\) and lora_B .* do not fit its weight"),  # the weight receiver's
+        (lambda *files: rank_over_the_limit(*rank_over_the_limit(*files)), "greater than max_lora_rank 8"),  # vLLM's
+    ):
+        with pytest.raises(RayTaskError, match=error):
+            llm.load_adapter.remote(adapter_with(adapter, change), last + 9).result(timeout_s=120)
+    assert httpx.get(f"{url}/version").json()["policy_version"] == last
+    assert [m.id for m in chat.models.list().data] == listed
+
+    streamed = chat.chat.completions.create(model=names[last - 1], max_tokens=6, stream=True,
+                                            messages=[{"role": "user", "content": "Hi"}])
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices).strip()
+    with pytest.raises(openai.NotFoundError, match=f"policy-v{last + 9}"):
+        chat.chat.completions.create(model=f"terrarium:policy-v{last + 9}", max_tokens=4,
+                                     messages=[{"role": "user", "content": "Hi"}])
+
+    full = tmp_path / "full"  # the base model's full weights, as the next version
+    save_checkpoint(full, CheckpointState(step=5, policy_version=last + 1), base,
+                    torch.optim.AdamW(base.parameters()), [capture_rng_state()], tiny_model_dir)
+    assert publish(service.config, full).policy_version == last + 1
+    assert [m.id for m in chat.models.list().data] == ["terrarium"]
+    with pytest.raises(openai.NotFoundError):
+        chat.completions.create(model=names[last], prompt="Hi", max_tokens=2)
+    answered, served = _echo_logprobs(chat, "terrarium", prompt)
+    assert answered == "terrarium"
+    torch.testing.assert_close(served, expected(base), rtol=0, atol=1e-3)
 
 
 def test_publish_without_a_running_llm_app_is_a_logged_no_op(service, tmp_path, caplog):
