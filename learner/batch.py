@@ -109,6 +109,17 @@ def split_evenly(items: Sequence[T], parts: int) -> list[list[T]]:
     return slices
 
 
+def shared_prefix_length(input_ids: Tensor, attention_mask: Tensor, limit: int) -> int:
+    """How many leading tokens every row of a batch shares (at most `limit`, the first position whose logits
+    are needed): the episodes of a GRPO group start from the same prompt, usually most of their tokens."""
+    if input_ids.shape[0] < 2:
+        return 0
+    same = ((input_ids == input_ids[:1]) & attention_mask.bool()).all(dim=0)
+    differs = (~same).nonzero()
+    common = int(differs[0]) if differs.numel() else same.numel()
+    return min(common, limit)
+
+
 def token_logprobs(
     model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor | None = None
 ) -> Tensor:
@@ -122,6 +133,8 @@ def token_logprobs(
     With `loss_mask`, only tokens that some row's mask covers are scored (the others get 0): the LM head runs
     on the positions that predict a policy token (transformers' logits_to_keep), not on every prompt and
     observation token, which is most of a step's logits: time, and memory for a large vocabulary.
+    The leading tokens all rows share and that predict nothing scored (a group's prompt) then run once, not
+    once a row: in a one-turn GRPO batch the prompt is most of the tokens.
     """
     targets = input_ids[:, 1:]
     if loss_mask is None:
@@ -133,8 +146,19 @@ def token_logprobs(
         positions = wanted.nonzero().squeeze(-1)
         if positions.numel() == 0:  # nothing to score: one position, zeroed below, so the loss has a graph
             positions = torch.zeros(1, dtype=torch.long, device=input_ids.device)
+        prefix = shared_prefix_length(input_ids, attention_mask, int(positions[0]))
+        past = None
+        if prefix:
+            # Run the shared prefix once and give every row its keys and values (the gradient of the
+            # repeat sums the rows' shares): the rows' scores are those of the full pass.
+            past = model(input_ids=input_ids[:1, :prefix], use_cache=True, logits_to_keep=1).past_key_values
+            past.batch_repeat_interleave(input_ids.shape[0])
         logits = model(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=positions
+            input_ids=input_ids[:, prefix:],
+            attention_mask=attention_mask,
+            past_key_values=past,
+            use_cache=past is not None,
+            logits_to_keep=positions - prefix,
         ).logits
     logits = logits.float()
     chosen = logits.gather(-1, targets[:, positions].unsqueeze(-1)).squeeze(-1)

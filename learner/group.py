@@ -134,7 +134,12 @@ class LearnerWorker:
         model = self._load_model()
         if self.config.lora is not None:
             model = apply_lora(model, self.config.lora)
-        self.model = DistributedDataParallel(model, device_ids=[0] if self.use_cuda else None)
+        # No buffer sync in forward: the buffers (rotary frequencies) are the checkpoint's constants, and the
+        # sync is a collective in every forward, while a rank runs one forward per micro-batch, or two when its
+        # rows share a prompt (batch.token_logprobs): ranks would wait on each other's forwards.
+        self.model = DistributedDataParallel(
+            model, device_ids=[0] if self.use_cuda else None, forward_sync_buffers=False
+        )
         self.ref_model = self._load_model().requires_grad_(False) if self.config.policy_loss.kl_coef > 0 else None
         self.reset_optimizer()
 

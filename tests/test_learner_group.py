@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from learner.advantages import AdvantageConfig
-from learner.batch import collate, split_evenly, token_logprobs
+from learner.batch import collate, shared_prefix_length, split_evenly, token_logprobs
 from learner.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
 from learner.group import LearnerConfig, LearnerGroup
 from learner.losses import PolicyLossConfig
@@ -38,8 +38,11 @@ def model_dir(tmp_path_factory):
     return path
 
 
-def make_trajectory(rng: np.random.Generator, index: int, group: str, reward: float, length: int) -> Trajectory:
-    prompt_length = 3
+def make_trajectory(
+    rng: np.random.Generator, index: int, group: str, reward: float, length: int, prompt: list[int] | None = None
+) -> Trajectory:
+    prompt = rng.integers(0, VOCAB, 3).tolist() if prompt is None else prompt
+    prompt_length = len(prompt)
     mask = [0] * prompt_length + [int(bit) for bit in rng.random(length - prompt_length) < 0.7]
     mask[-1] = 1  # at least one policy token
     return Trajectory(
@@ -50,7 +53,7 @@ def make_trajectory(rng: np.random.Generator, index: int, group: str, reward: fl
         harness="test",
         seed=0,
         policy_version=0,
-        token_ids=rng.integers(0, VOCAB, length).tolist(),
+        token_ids=prompt + rng.integers(0, VOCAB, length - prompt_length).tolist(),
         loss_mask=mask,
         logprobs=[float(rng.uniform(-7.0, -4.0)) if bit else 0.0 for bit in mask],
         prompt_length=prompt_length,
@@ -62,13 +65,15 @@ def make_trajectory(rng: np.random.Generator, index: int, group: str, reward: fl
 
 
 def make_batch(seed: int, rewards_per_group: list[list[float]]) -> list[Trajectory]:
-    """Groups of episodes with lengths 6..24, so ranks get unequal token counts."""
+    """Groups of episodes with lengths 6..24, so ranks get unequal token counts; a group's episodes share
+    their prompt, as GRPO's do (the learner then runs it once per micro-batch)."""
     rng = np.random.default_rng(seed)
     trajectories = []
     for group_index, rewards in enumerate(rewards_per_group):
+        prompt = rng.integers(0, VOCAB, 4).tolist()
         for reward in rewards:
             length = int(rng.integers(6, 25))
-            trajectories.append(make_trajectory(rng, len(trajectories), f"g{group_index}", reward, length))
+            trajectories.append(make_trajectory(rng, len(trajectories), f"g{group_index}", reward, length, prompt))
     return trajectories
 
 
@@ -139,6 +144,34 @@ def test_token_logprobs_with_a_loss_mask_score_only_policy_tokens_and_equal_the_
     assert (empty == 0).all() and empty.requires_grad
 
 
+def test_rows_sharing_a_prompt_score_and_backpropagate_as_each_row_alone(model_dir):
+    """A group's episodes share their prompt, which then runs once for the whole micro-batch: each row's
+    logprobs and the summed gradient equal those of every row scored alone (no shared pass)."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    prompt = torch.randint(0, VOCAB, (6,))
+    lengths = [11, 9, 12]
+    ids = torch.cat([prompt.expand(3, 6), torch.randint(0, VOCAB, (3, 6))], dim=1)
+    mask = torch.zeros(3, 12, dtype=torch.long)
+    loss_mask = torch.zeros(3, 12)
+    for row, length in enumerate(lengths):
+        mask[row, :length] = 1
+        loss_mask[row, 6:length] = 1
+    loss_mask[1, 7] = 0  # a gap: an observation token inside the reply
+    assert shared_prefix_length(ids, mask, limit=5) == 5 and shared_prefix_length(ids[:1], mask[:1], 5) == 0
+    weights = torch.randn(3, 12)
+    together = token_logprobs(model, ids, mask, loss_mask)
+    (together * loss_mask * weights).sum().backward()
+    together_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    for row, length in enumerate(lengths):
+        row_mask = loss_mask[row : row + 1, :length]
+        alone = token_logprobs(model, ids[row : row + 1, :length], mask[row : row + 1, :length], row_mask)
+        (alone * row_mask * weights[row, :length]).sum().backward()
+        torch.testing.assert_close(together[row : row + 1, :length] * row_mask, alone * row_mask, atol=1e-5, rtol=1e-5)
+    for parameter, expected in zip(model.parameters(), together_grads):
+        torch.testing.assert_close(parameter.grad, expected, atol=1e-5, rtol=1e-4)
+
+
 # ---------------------------------------------------------------- checkpoint directories (no Ray)
 
 
@@ -190,12 +223,13 @@ def _parameters_after_update(model_dir, num_ranks, config, batch):
 
 def test_two_ranks_make_the_same_update_as_one(ray_session, model_dir):
     # 7 episodes, 2 optimizer steps (4 + 3 episodes), so the second step sees ratios != 1 (clipping, TIS),
-    # and with 2 ranks the shares are 2+2 and 2+1 episodes of unequal lengths, in different micro-batches.
+    # and with 2 ranks the shares are 2+2 and 2+1 episodes of unequal lengths, in different micro-batches;
+    # episodes of a group share their prompt, run once per micro-batch (rows 0-2 on one rank, pairs on two).
     batch = make_batch(seed=1, rewards_per_group=[[1.0, 0.0, 0.5, 0.0], [0.0, 1.0, 1.0]])
     loss = PolicyLossConfig(loss_type="grpo", clip_high=0.28, dual_clip=3.0, kl_coef=0.05, tis_cap=2.0)
     base = LearnerConfig(**SCALE_SENSITIVE, mini_batches=2, policy_loss=loss)
     two_ranks, metrics_2 = _parameters_after_update(
-        model_dir, 2, base.model_copy(update={"micro_batch_size": 1}), batch
+        model_dir, 2, base.model_copy(update={"micro_batch_size": 2}), batch
     )
     one_rank, metrics_1 = _parameters_after_update(
         model_dir, 1, base.model_copy(update={"micro_batch_size": 3}), batch
