@@ -3,6 +3,7 @@ scoring function and checkpoint directories. Trajectories are built by hand: ran
 
 import dataclasses
 import random
+import time
 
 import numpy as np
 import pytest
@@ -287,6 +288,20 @@ def test_checkpoint_kill_and_resume_continue_identically(ray_session, model_dir,
         resumed.shutdown()
 
 
+def wait_until_dead(actor, timeout_s: float = 60.0) -> None:
+    """Returns once calls on the killed `actor` fail; fails the test if it still answers after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=max(0.1, deadline - time.monotonic()))
+        except ray.exceptions.RayActorError:
+            return
+        except ray.exceptions.GetTimeoutError:
+            break
+        time.sleep(0.2)
+    pytest.fail(f"the killed actor has not died after {timeout_s} s")
+
+
 def test_sft_flat_groups_and_a_dead_rank(ray_session, model_dir):
     expert = make_batch(seed=4, rewards_per_group=[[1.0]])  # one episode on two ranks: rank 1 idles
     config = LearnerConfig(
@@ -315,6 +330,7 @@ def test_sft_flat_groups_and_a_dead_rank(ray_session, model_dir):
         # Rank 0 would wait in the all-reduce for the dead rank: the call must fail at once with the dead
         # rank's error, not hang until a timeout (which would raise TimeoutError instead).
         ray.kill(group.workers[1])
+        wait_until_dead(group.workers[1])  # ray.kill does not wait: an update sent at once may still finish
         with pytest.raises(ray.exceptions.RayActorError):
             group.update(make_batch(seed=7, rewards_per_group=[[1.0, 0.0]]))
     finally:
