@@ -91,9 +91,12 @@ def serve_forever(config: ServeCommandConfig) -> None:
     except KeyboardInterrupt:
         print(f"stopping {config.app_name!r}", flush=True)
     finally:
+        start = time.monotonic()
         if config.app_name in serve.status().applications:
-            serve.delete(config.app_name)
+            serve.delete(config.app_name)  # Serve waits up to 60 s for the replicas, then raises TimeoutError
+            print(f"deleted {config.app_name!r} in {time.monotonic() - start:.0f} s", flush=True)
         ray.shutdown()
+        print(f"stopped in {time.monotonic() - start:.0f} s", flush=True)
 
 
 def serve_main(config_path: str | None, overrides: list[str]) -> int:
