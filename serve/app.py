@@ -190,17 +190,19 @@ class PolicyService(OpenAiIngress):
         """The card of the served model, or of one of its LoRA versions (serve.llm_server.adapter_model_id)."""
         card = await super().model(model_id)
         if card is None and self.llm is not None and model_id in await self.llm.list_adapters.remote():
-            base = self._model_cards[self.config.model_id]
-            card = base.model_copy(update={"id": model_id})
+            card = self._adapter_card(model_id)
         return card
 
     async def models(self) -> ModelList:
         """The served model, then its LoRA versions, oldest first (Ray lists adapters from cloud storage only)."""
         listed = await super().models()
         if self.llm is not None:
-            for name in await self.llm.list_adapters.remote():
-                listed.data.append(await self.model(name))
+            listed.data += [self._adapter_card(name) for name in await self.llm.list_adapters.remote()]
         return listed
+
+    def _adapter_card(self, model_id: str) -> ModelCard:
+        """A LoRA version's card: the served model's, under the version's name."""
+        return self._model_cards[self.config.model_id].model_copy(update={"id": model_id})
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve calls this at start and whenever the user_config changes (publish)."""
