@@ -9,7 +9,7 @@ starts with an empty pipeline (its first step does not overlap), which counts ag
 Prints each mode's steps/hour (steps / the sum of their step_s), its learning curve (mean training reward
 per step) and, last, `speedup=<async steps/hour / sync steps/hour>`.
 
-Usage: python bench/async_vs_sync.py [configs/local.yaml] [--rounds 3] [--steps-per-turn 4] [--out DIR]
+Usage: python bench/async_vs_sync.py [configs/number_guess.yaml] [--rounds 3] [--steps-per-turn 4] [--out DIR]
        [override ...]   e.g. rollout.groups_per_step=8 train.sft.episodes=256
 """
 
@@ -36,7 +36,7 @@ MODES = {"sync": 0, "async": 1}  # max_staleness
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", default="configs/local.yaml")
+    parser.add_argument("config", nargs="?", default="configs/number_guess.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, as for `terrarium train`")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps-per-turn", type=int, default=4)

@@ -1,7 +1,7 @@
 """GRPO step time, Terrarium vs TRL's GRPOTrainer: same model, task, batch, token limits and loss.
 
 What is the same on both sides:
-- the model: configs/local.yaml's tiny model (what `terrarium init-model` builds), after one SFT warm start
+- the model: configs/number_guess.yaml's tiny model (what `terrarium init-model` builds), after one SFT warm start
   (Terrarium's, on uniform random picks) that both start from, each with a fresh AdamW;
 - the task: pick_number (rollout/harnesses/pick_number.py), one turn: the model's reply is parsed into an
   action by rollout's parser and stepped in the harness; reward = the number picked (1-10), 0 for a number
@@ -10,7 +10,7 @@ What is the same on both sides:
   equal the ones Terrarium renders (system prompt + first observation through the chat template);
 - the batch: rollout.groups_per_step x group_size episodes per GRPO step (16 x 8 = 128), the same training
   seeds, max_tokens new tokens per reply (24) at the same temperature and top_p;
-- the update: configs/local.yaml's learner (lr, AdamW betas/eps/weight decay, grad clip, micro-batch size,
+- the update: configs/number_guess.yaml's learner (lr, AdamW betas/eps/weight decay, grad clip, micro-batch size,
   mini_batches = optimizer steps per GRPO step, old logprobs scored before the first one), the GRPO clipped
   ratio with the same clip, no KL term (beta 0, no reference model), token-mean over each optimizer step
   (TRL's loss_type "dapo"), advantages (r - group mean) / (group std + 1e-4) (TRL's scale_rewards "group").
@@ -80,7 +80,7 @@ from rollout.worker import RolloutCoordinator, group_requests
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "local.yaml"
 TARGET_RATIO = 0.5  # issue 18: Terrarium's GRPO step at most half of TRL's
 TRL_BACKENDS = ("generate", "continuous-batching", "vllm-colocate")
-# configs/local.yaml with the single-turn task, and the loss made the one TRL computes (module doc).
+# configs/number_guess.yaml with the single-turn task, and the loss made the one TRL computes (module doc).
 OVERRIDES = [
     "run_name=grpo-vs-trl",
     "rollout.harness=pick_number",
