@@ -6,20 +6,40 @@ skipped), the profile's own axis names, poles and values, and `similarity_to_tar
 measure of how close the current profile is, which no behaviour generator can change the meaning of.
 
 Rules:
-- An axis moves only on evidence. An axis whose name (or pole names) no channel reads, or whose channel shows
-  no cue in any response so far, is left where it is: silence is not a reading of 0.
+- Until the similarity is calibrated (below), an axis moves only on evidence. An axis whose name (or pole
+  names) no channel reads, or whose channel shows no cue in any response so far, is left where it is: silence
+  is not a reading of 0.
 - Steps are sized by evidence: the move toward an estimate is the share W / (W + prior) of the gap, W the
   amount of evidence, times `step`; a request moves the max_axes largest of these (one, as fitted), so the
-  client's next similarity judges exactly that move. A channel with strong evidence that no axis of the
-  profile reads may be such a move too: its axis is added under the channel's name.
-- Similarity is feedback. The service keeps, per profile id, a small memory (a bounded LRU) of the session:
-  the cues so far, the similarity seen with the last request and the changes it asked for. When the profile
-  arrives as that delta left it and similarity fell, the last step is undone (a step of several axes is
-  retried half by half, an axis whose move alone lowered it is not moved again); when it rose, it is kept. A request whose profile is not as the last delta
-  left it (the client restarted, blended in its own nudges, or did not apply the delta) judges no step; the
-  evidence gathered for that profile id is kept, since it is evidence about the same target.
+  client's next similarity judges exactly that move. The first test_steps moves are capped at test_size (small
+  moves rarely cross the target, which the slope model needs). A channel with strong evidence that no axis of
+  the profile reads may be such a move too: its axis is added under the channel's name.
+- Similarity is feedback, by sign. The service keeps, per profile id, a small memory (a bounded LRU) of the
+  session: the cues so far, the similarity seen with the last request and the changes it asked for. When the
+  profile arrives as that delta left it and similarity fell, the last step is undone (a step of several axes
+  is retried half by half, an axis whose move alone lowered it is not moved again); when it rose, it is kept
+  (the step after an undo is judged against the similarity before the undone step). Once the similarity has
+  responded to some step, an axis whose move alone left it exactly unchanged is not moved again (the measure
+  ignores it: the target lacks that axis); a constant similarity never responds, so nothing is ruled out.
+  With no evidence left to act on and a responding similarity, an untested axis gets a small test move.
+  A request whose profile is not as the last delta left it (the client restarted, blended in its own nudges,
+  or did not apply the delta) judges no step; the evidence gathered for that profile id is kept, since it is
+  evidence about the same target.
+- Similarity is also measured, by magnitude (the slope model). If the client's similarity is a sum of
+  per-axis terms that fall linearly with each axis's distance to the target (mean of 1 - |d| / 2, 1 - mean
+  |d|, and the like), a move of one axis by `size` that does not cross the target changes it by exactly
+  slope * size (up if toward, down if away), and one that crosses it by less: then the target lies where the
+  gain says. Every judged step with one unknown move (its other moves have effects the model already knows)
+  is replayed under the model; the slope is the largest gain per unit seen, and the model is trusted only
+  once two steps agree on it to 1% (a constant, noisy or random similarity practically never does) and no
+  axis gets contradictory target intervals (then the session stays on the sign rule for good). Once
+  calibrated, each request moves every located axis onto its target (a known gain), returns axes the
+  measure ignores to where they were, and probes one more axis: the one furthest from its target as far as is
+  known, past its evidence estimate by probe_reach, to the far end of its known target interval, or to the
+  far pole when there is no evidence (blind probes rank at blind_score, axes added from channels below them).
+  A measure that is not linear per axis (an RMS, say) rarely calibrates: the sign rule then does all of it.
 
-`PolicyParams` holds the few numbers that turn cue densities and lengths into axis values; bench/
+`PolicyParams` holds the few numbers that turn cue densities and lengths into axis values and size probes; bench/
 persona_generalization.py fits them on training generators only (leave-one-generator-out), and
 DEFAULT_PARAMS are the ones fitted on all five, shipped in code so the service needs no training step.
 """
@@ -37,9 +57,14 @@ from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, Per
 MEMORY_SIZE = 4096  # profile ids remembered (LRU)
 MATCH_TOLERANCE = 0.02  # how far an axis may sit from where our delta left it and still be "our" session
 SIMILARITY_TOLERANCE = 1e-4
+FLAT_CHANGE = 2e-6  # a similarity change this small (its rounding) after a move: the measure ignores the axis
 MIN_MOVE = 0.01
 SELF_DESCRIPTION_WEIGHT = 3.0
 NEW_AXIS_MIN_VALUE = 0.3  # one "I'm fairly X" counts as this many cues
+SLOPE_AGREEMENT = 0.01  # two steps whose gain per unit moved agree this closely calibrate the slope
+SLOPE_EDGE = 0.02  # a gain within this share of the full slope: the move did not cross the target
+LOCATED = 0.03  # an axis whose target interval is this narrow is located
+FLAT = 0.01  # a probe whose gain is within this share of the full slope of 0: the measure ignores that axis
 
 
 @dataclass(frozen=True)
@@ -48,17 +73,32 @@ class PolicyParams:
     length_span: the length ratio that reads as +-1 verbosity; step: the share of the evidence-weighted gap moved
     per request; prior: evidence (in cues) that counts as half certain."""
 
-    cue_scale: float = 4.0
+    cue_scale: float = 2.0
     length_mid: float = 250.0
     length_span: float = 3.0
     step: float = 1.0
     prior: float = 1.0
     new_axis_evidence: float = 4.0  # cues before a missing axis is added
-    max_move: float = 2.0  # per axis per step
+    max_move: float = 0.5  # per axis per step
     max_axes: int = 1  # axes moved per step (the largest moves), each step judged by the similarity it brings
+    probe_reach: float = 0.3  # once the slope is calibrated: how far past an evidence estimate a probe goes
+    blind_score: float = 0.2  # probe priority of an axis with no evidence (an evidence gap scores its size)
+    test_size: float = 0.05  # the first test_steps moves are at most this big: they rarely cross a target, so
+    test_steps: int = 3  # their gains per unit agree and calibrate the slope model
 
 
 DEFAULT_PARAMS = PolicyParams()
+
+
+@dataclass
+class _Step:
+    """One delta as applied: similarity before and after it, moves (axis -> (from, to); a missing axis is
+    from 0), and the one axis whose effect was unknown when it was sent (None: no single probe)."""
+
+    similarity: float
+    moves: dict[str, tuple[float, float]]
+    probe: str | None
+    after: float = 0.0
 
 
 @dataclass
@@ -74,6 +114,11 @@ class _Session:
     expected: dict[str, float] = field(default_factory=dict)
     pending: list[list[str]] = field(default_factory=list)  # halves of an undone step, to retry in turn
     rejected: set[str] = field(default_factory=set)  # axes whose move alone lowered similarity
+    step: _Step | None = None  # the last step, until the next similarity judges it
+    steps: list[_Step] = field(default_factory=list)  # judged steps (the slope model's data)
+    live: bool = False  # the similarity has changed after one of our steps (it is not constant)
+    still: set[str] = field(default_factory=set)  # axes whose move alone left the similarity unchanged
+    inconsistent: bool = False  # the similarity broke the slope model once: sign only for this session
 
 
 class EvidencePolicy:
@@ -95,15 +140,34 @@ class EvidencePolicy:
     def predict(self, profile: AiProfile, observation: BehaviorObservation) -> tuple[PersonalityDelta, float, str]:
         with self._lock:
             session = self._session(profile)
-            values = {axis.name: axis.value for axis in profile.personality}
-            notes: list[str] = []
-            undo = self._verify(session, observation.similarity_to_target, notes)
-            for axis, amount in undo.items():
-                values[axis] = min(1.0, max(-1.0, values.get(axis, 0.0) + amount))
-            self._add_evidence(session, profile, observation)
-            proposal = self._propose(session, profile, values, notes)
-            change = {axis: undo.get(axis, 0.0) + proposal.get(axis, 0.0) for axis in undo.keys() | proposal.keys()}
+            similarity = similarity_before = observation.similarity_to_target
             start = {axis.name: axis.value for axis in profile.personality}
+            notes: list[str] = []
+            if session.step is not None:  # the profile is as our last delta left it: that step is judged now
+                session.step.after = similarity
+                session.steps.append(session.step)
+            self._add_evidence(session, profile, observation)
+            slope = None if session.inconsistent else self._calibrate(session)
+            if slope is not None:
+                change, probe = self._slope_step(session, profile, start, *slope, notes)
+                session.last_change = {}  # a calibrated step is judged by the slope model, not by the undo rule
+            else:
+                undo = self._verify(session, similarity, notes)
+                if undo:  # the next step is judged against the similarity of the profile it undid to
+                    similarity_before = session.last_similarity
+                values = dict(start)
+                for axis, amount in undo.items():
+                    values[axis] = min(1.0, max(-1.0, values.get(axis, 0.0) + amount))
+                proposal = self._propose(session, profile, values, notes)
+                if session.observations <= self.params.test_steps:
+                    capped = {axis: max(-self.params.test_size, min(self.params.test_size, amount)) for axis, amount in proposal.items()}
+                    notes += [f"(a test step: {axis} moved {amount:+.2f} only)" for axis, amount in capped.items() if amount != proposal[axis]]
+                    proposal = capped
+                if not proposal and not undo and session.live:
+                    proposal = self._test_move(session, values, notes)
+                change = {axis: undo.get(axis, 0.0) + proposal.get(axis, 0.0) for axis in undo.keys() | proposal.keys()}
+                probe = next(iter(proposal)) if len(proposal) == 1 else None
+                session.last_change = proposal
             applied, added = {}, {}
             for axis, amount in change.items():
                 if axis not in start:  # RustyWorm adds a missing axis with the unscaled amount: its value
@@ -112,14 +176,96 @@ class EvidencePolicy:
                 new_value = min(1.0, max(-1.0, start[axis] + amount))
                 if abs(new_value - start[axis]) >= 1e-6:
                     applied[axis] = round(new_value - start[axis], 4)
-            session.last_similarity = observation.similarity_to_target
-            session.last_change = {axis: proposal[axis] for axis in proposal if axis in applied or axis in added}
+            session.last_similarity = similarity_before
+            session.last_change = {axis: amount for axis, amount in session.last_change.items() if axis in applied or axis in added}
             session.expected = {axis: start[axis] + applied.get(axis, 0.0) for axis in start} | added
+            moves = {axis: (start[axis], session.expected[axis]) for axis in applied} | {axis: (0.0, value) for axis, value in added.items()}
+            session.step = _Step(similarity, moves, probe if probe in moves else None)
         # a new axis is added with the unscaled amount (apply_correction): the amount is its value
         delta = PersonalityDelta(adjustments=[*applied.items(), *added.items()], confidence=1.0, source="Observation")
         summary = "; ".join(notes) if notes else "no axis of this profile has evidence yet: nothing moved"
         reasoning = f"evidence policy, observation {session.observations} of this profile: {summary}"
         return delta, 1.0, reasoning
+
+    def _calibrate(self, session: _Session) -> tuple[float, dict[str, tuple[float, float]], dict[str, float]] | None:
+        """(slope, target interval per probed axis, flat axes) when the judged steps calibrate the slope model, else None.
+
+        The model: similarity is a sum of per-axis terms, each falling by `slope` per unit of distance to the
+        target. A move that does not cross the target changes similarity by exactly slope * size (up or down),
+        one that crosses it by less, so the slope is the largest gain per unit seen, and it is trusted only once
+        two steps agree on it (a constant, noisy or random similarity never does). Sets session.inconsistent
+        when the steps contradict the model (an axis whose target intervals do not meet)."""
+        slope = 0.0
+        for _ in range(6):
+            bounds, flat, ratios, consistent = _solve(session.steps, slope)
+            new_slope = max(ratios, default=0.0)
+            if abs(new_slope - slope) <= 1e-9:
+                break
+            slope = new_slope
+        if slope <= 1e-6 or sum(abs(ratio - slope) <= SLOPE_AGREEMENT * slope for ratio in ratios) < 2:
+            return None
+        if not consistent:
+            session.inconsistent = True
+            return None
+        return slope, bounds, flat
+
+    def _slope_step(
+        self, session: _Session, profile: AiProfile, start: dict[str, float], slope: float,
+        bounds: dict[str, tuple[float, float]], flat: dict[str, float], notes: list[str],
+    ) -> tuple[dict[str, float], str | None]:
+        """Calibrated: every located axis goes to its target (a known gain), and one more axis is probed: the
+        one whose target is furthest from it as far as is known. A probe goes past where the target is thought
+        to be (an evidence estimate plus probe_reach, the far end of a known interval, the far pole without
+        evidence), so that the gain it brings locates the target unless it lies beyond the probe."""
+        change: dict[str, float] = {}
+        candidates: list[tuple[float, str, float]] = []  # (priority, axis, probe value)
+        for axis in profile.personality:
+            x = start[axis.name]
+            if axis.name in flat:
+                if abs(flat[axis.name] - x) >= MIN_MOVE:
+                    change[axis.name] = flat[axis.name] - x
+                    notes.append(f"{axis.name} {x:+.2f} -> {flat[axis.name]:+.2f} (back: the similarity ignores it)")
+                continue
+            lo, hi = bounds.get(axis.name, (-1.0, 1.0))
+            if hi - lo <= LOCATED:
+                target = (lo + hi) / 2
+                if abs(target - x) >= MIN_MOVE:
+                    change[axis.name] = target - x
+                    notes.append(f"{axis.name} {x:+.2f} -> {target:+.2f} (located by the similarity's slope)")
+                continue
+            estimate, weight = self._estimate(session, axis)
+            if axis.name in bounds:
+                far = lo if abs(lo - x) > abs(hi - x) else hi
+                candidates.append((abs((lo + hi) / 2 - x), axis.name, far))
+            elif weight > 0 and abs(estimate - x) >= MIN_MOVE:
+                direction = 1.0 if estimate > x else -1.0
+                reach = min(1.0, max(-1.0, estimate + direction * self.params.probe_reach))
+                candidates.append((abs(estimate - x) * weight / (weight + self.params.prior), axis.name, reach))
+            elif weight <= 0:
+                candidates.append((self.params.blind_score, axis.name, -1.0 if x > 0 else 1.0))
+        for axis, value in self._new_axes(session, profile).items():
+            if axis not in bounds and axis not in flat:  # often an axis the target lacks: probed after the rest
+                candidates.append((min(abs(value), self.params.blind_score) / 2, axis, value))
+        if candidates:
+            _, axis, value = max(candidates)
+            x = start.get(axis, 0.0)
+            change[axis] = value - x
+            notes.append(f"probing {axis} {x:+.2f} -> {value:+.2f} (slope {slope:.4f} per unit)")
+            return change, axis
+        return change, None
+
+    def _test_move(self, session: _Session, values: dict[str, float], notes: list[str]) -> dict[str, float]:
+        """With no evidence left to act on and a similarity that responds: a small move (test_size, toward 0)
+        of an axis not moved yet this session, so that its gain calibrates the slope model and tells which
+        side of it the target is."""
+        moved = {axis for step in session.steps for axis in step.moves} | session.rejected
+        untested = [axis for axis in values if axis not in moved]
+        if not untested:
+            return {}
+        axis = max(untested, key=lambda name: abs(values[name]))
+        amount = -self.params.test_size if values[axis] > 0 else self.params.test_size
+        notes.append(f"testing {axis} {values[axis]:+.2f} -> {values[axis] + amount:+.2f} (no evidence left)")
+        return {axis: amount}
 
     def _verify(self, session: _Session, similarity: float, notes: list[str]) -> dict[str, float]:
         """Judge the last step by the client's similarity: a step that lowered it is undone (returned as the
@@ -129,6 +275,13 @@ class EvidencePolicy:
             return {}
         moved = similarity - session.last_similarity
         axes = list(session.last_change)
+        if abs(moved) <= FLAT_CHANGE and len(axes) == 1:
+            session.still.add(axes[0])
+        session.live = session.live or abs(moved) > FLAT_CHANGE
+        if session.live and session.still:  # a live measure that ignored an axis's move: it ignores the axis
+            notes.append(f"similarity did not change after moving {', '.join(sorted(session.still))}: not moved again")
+            session.rejected |= session.still
+            session.still = set()
         if moved >= -SIMILARITY_TOLERANCE:
             if moved > SIMILARITY_TOLERANCE:
                 notes.append(f"similarity rose {moved:+.3f} after the last step: kept")
@@ -190,7 +343,7 @@ class EvidencePolicy:
             current = {axis.name: axis.value for axis in profile.personality}
             same = all(abs(current.get(axis, 0.0) - value) <= MATCH_TOLERANCE for axis, value in session.expected.items())
             if not same or set(current) != set(session.expected):  # not as our delta left it: judge no step
-                session.last_similarity, session.last_change, session.pending = None, {}, []
+                session.last_similarity, session.last_change, session.pending, session.step = None, {}, [], None
         self._sessions[profile.id] = session
         self._sessions.move_to_end(profile.id)
         while len(self._sessions) > self.memory_size:
@@ -257,6 +410,64 @@ class EvidencePolicy:
             return 0.0, 0.0
         level = p.cue_scale * (positive - negative) / max(1, session.sentences)
         return max(-1.0, min(1.0, level)), float(negative + positive)
+
+
+
+def _crossing(a: float, b: float, target: float) -> float:
+    """How much closer a move from a to b brings an axis to `target` (negative: further)."""
+    return abs(a - target) - abs(b - target)
+
+
+def _solve(steps: list[_Step], slope: float) -> tuple[dict[str, tuple[float, float]], dict[str, float], list[float], bool]:
+    """Replays the judged steps under the slope model with `slope`: (target interval per probed axis, flat axes,
+    gain per unit moved of each probe, whether the intervals stayed consistent). A step's known moves (axes whose
+    interval fixes their effect, flat axes) are subtracted from its similarity change; the rest is the probe's.
+    A probe that changed nothing marks a flat axis, one the measure does not count (the target lacks it):
+    it goes back to where it was (value in the dict) and is not probed again."""
+    bounds: dict[str, tuple[float, float]] = {}
+    flat: dict[str, float] = {}
+    ratios: list[float] = []
+    consistent = True
+    for step in steps:
+        if step.probe is None:
+            continue
+        known = 0.0
+        for axis, (a, b) in step.moves.items():
+            if axis == step.probe or axis in flat:
+                continue
+            lo, hi = bounds.get(axis, (-1.0, 1.0))
+            low, high = _crossing(a, b, lo), _crossing(a, b, hi)
+            if abs(low - high) > 1e-6:
+                break  # an effect we cannot tell: the step says nothing about its probe
+            known += slope * low
+        else:
+            a, b = step.moves[step.probe]
+            size = abs(b - a)
+            if size < MIN_MOVE:
+                continue
+            gain = step.after - step.similarity - known
+            ratios.append(abs(gain) / size)
+            if slope <= 0:
+                continue
+            share = gain / (slope * size)
+            up = b > a
+            if abs(share) <= FLAT and step.probe not in bounds:
+                flat[step.probe] = a
+                continue
+            if share >= 1 - SLOPE_EDGE:  # the target is at or past where the probe went
+                found = (b, 1.0) if up else (-1.0, b)
+            elif share <= -1 + SLOPE_EDGE:  # the target is behind where the probe started
+                found = (-1.0, a) if up else (a, 1.0)
+            else:  # the probe crossed the target: it lies where the gain says
+                target = a + (1 if up else -1) * (share + 1) * size / 2
+                found = (target, target)
+            lo, hi = bounds.get(step.probe, (-1.0, 1.0))
+            lo, hi = max(lo, found[0]), min(hi, found[1])
+            if lo > hi:
+                consistent = consistent and lo - hi <= LOCATED
+                lo = hi = (lo + hi) / 2
+            bounds[step.probe] = (lo, hi)
+    return bounds, flat, ratios, consistent
 
 
 __all__ = ["CHANNELS", "DEFAULT_PARAMS", "EvidencePolicy", "PolicyParams"]
