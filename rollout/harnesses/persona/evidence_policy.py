@@ -64,7 +64,9 @@ NEW_AXIS_MIN_VALUE = 0.3  # one "I'm fairly X" counts as this many cues
 SLOPE_AGREEMENT = 0.01  # two steps whose gain per unit moved agree this closely calibrate the slope
 SLOPE_EDGE = 0.02  # a gain within this share of the full slope: the move did not cross the target
 LOCATED = 0.03  # an axis whose target interval is this narrow is located
-FLAT = 0.01  # a probe whose gain is within this share of the full slope of 0: the measure ignores that axis
+FLAT = 0.01  # linear: a probe whose loss change is within this share of scale * size of 0 found a flat axis
+FLAT_LOSS = 1e-5  # quadratic: the same, a loss change this small
+LINEAR, QUADRATIC = "linear", "quadratic"  # the slope models: a sum of per-axis distances, or of their squares
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class _Session:
     steps: list[_Step] = field(default_factory=list)  # judged steps (the slope model's data)
     live: bool = False  # the similarity has changed after one of our steps (it is not constant)
     still: set[str] = field(default_factory=set)  # axes whose move alone left the similarity unchanged
+    model: str = ""  # the slope model that calibrated last (reasoning only)
     inconsistent: bool = False  # the similarity broke the slope model once: sign only for this session
 
 
@@ -151,6 +154,7 @@ class EvidencePolicy:
             if slope is not None:
                 change, probe = self._slope_step(session, profile, start, *slope, notes)
                 session.last_change = {}  # a calibrated step is judged by the slope model, not by the undo rule
+                values, proposal = start, {}
             else:
                 undo = self._verify(session, similarity, notes)
                 if undo:  # the next step is judged against the similarity of the profile it undid to
@@ -167,7 +171,6 @@ class EvidencePolicy:
                     proposal = self._test_move(session, values, notes)
                 change = {axis: undo.get(axis, 0.0) + proposal.get(axis, 0.0) for axis in undo.keys() | proposal.keys()}
                 probe = next(iter(proposal)) if len(proposal) == 1 else None
-                session.last_change = proposal
             applied, added = {}, {}
             for axis, amount in change.items():
                 if axis not in start:  # RustyWorm adds a missing axis with the unscaled amount: its value
@@ -177,10 +180,14 @@ class EvidencePolicy:
                 if abs(new_value - start[axis]) >= 1e-6:
                     applied[axis] = round(new_value - start[axis], 4)
             session.last_similarity = similarity_before
-            session.last_change = {axis: amount for axis, amount in session.last_change.items() if axis in applied or axis in added}
             session.expected = {axis: start[axis] + applied.get(axis, 0.0) for axis in start} | added
-            moves = {axis: (start[axis], session.expected[axis]) for axis in applied} | {axis: (0.0, value) for axis, value in added.items()}
-            session.step = _Step(similarity, moves, probe if probe in moves else None)
+            final = {axis: session.expected[axis] for axis in applied.keys() | added.keys()}
+            if slope is None:  # the step as the model sees it: its proposal, from the profile the undo went back to
+                moves = {axis: (values.get(axis, 0.0), final[axis]) for axis in proposal if axis in final}
+                session.last_change = {axis: final[axis] - values.get(axis, 0.0) for axis in moves}
+            else:
+                moves = {axis: (start.get(axis, 0.0), value) for axis, value in final.items()}
+            session.step = _Step(similarity_before, moves, probe if probe in moves else None)
         # a new axis is added with the unscaled amount (apply_correction): the amount is its value
         delta = PersonalityDelta(adjustments=[*applied.items(), *added.items()], confidence=1.0, source="Observation")
         summary = "; ".join(notes) if notes else "no axis of this profile has evidence yet: nothing moved"
@@ -188,26 +195,28 @@ class EvidencePolicy:
         return delta, 1.0, reasoning
 
     def _calibrate(self, session: _Session) -> tuple[float, dict[str, tuple[float, float]], dict[str, float]] | None:
-        """(slope, target interval per probed axis, flat axes) when the judged steps calibrate the slope model, else None.
+        """(scale, target interval per probed axis, flat axes) when the judged steps calibrate a slope model
+        (linear first, then quadratic: see _solve), else None.
 
-        The model: similarity is a sum of per-axis terms, each falling by `slope` per unit of distance to the
-        target. A move that does not cross the target changes similarity by exactly slope * size (up or down),
-        one that crosses it by less, so the slope is the largest gain per unit seen, and it is trusted only once
-        two steps agree on it (a constant, noisy or random similarity never does). Sets session.inconsistent
-        when the steps contradict the model (an axis whose target intervals do not meet)."""
-        slope = 0.0
-        for _ in range(6):
-            bounds, flat, ratios, consistent = _solve(session.steps, slope)
-            new_slope = max(ratios, default=0.0)
-            if abs(new_slope - slope) <= 1e-9:
-                break
-            slope = new_slope
-        if slope <= 1e-6 or sum(abs(ratio - slope) <= SLOPE_AGREEMENT * slope for ratio in ratios) < 2:
-            return None
-        if not consistent:
-            session.inconsistent = True
-            return None
-        return slope, bounds, flat
+        A model is trusted only once two of its scale estimates agree to 1% (a constant, noisy or random
+        similarity practically never does). Sets session.inconsistent when the steps then contradict it (an
+        axis whose target intervals do not meet, a target out of range)."""
+        for kind in (LINEAR, QUADRATIC):
+            scale, agreeing = 0.0, 0
+            for _ in range(6):
+                bounds, flat, estimates, consistent = _solve(session.steps, kind, scale)
+                new_scale, agreeing = _agreed_scale(estimates, kind)
+                if abs(new_scale - scale) <= 1e-9 * max(1.0, scale):
+                    break
+                scale = new_scale
+            if scale <= 1e-6 or agreeing < 2:
+                continue
+            if not consistent:
+                session.inconsistent = True
+                return None
+            session.model = kind
+            return scale, bounds, flat
+        return None
 
     def _slope_step(
         self, session: _Session, profile: AiProfile, start: dict[str, float], slope: float,
@@ -250,7 +259,7 @@ class EvidencePolicy:
             _, axis, value = max(candidates)
             x = start.get(axis, 0.0)
             change[axis] = value - x
-            notes.append(f"probing {axis} {x:+.2f} -> {value:+.2f} (slope {slope:.4f} per unit)")
+            notes.append(f"probing {axis} {x:+.2f} -> {value:+.2f} ({session.model} similarity model, scale {slope:.4f})")
             return change, axis
         return change, None
 
@@ -310,7 +319,8 @@ class EvidencePolicy:
             amount = max(-self.params.max_move, min(self.params.max_move, amount))
             if abs(amount) >= MIN_MOVE:
                 moves[axis.name] = amount
-        moves |= {axis: value for axis, value in self._new_axes(session, profile).items() if axis not in session.rejected}
+        if not moves or not session.live:  # an added axis is often one the target lacks: the profile's own go first
+            moves |= {axis: value for axis, value in self._new_axes(session, profile).items() if axis not in session.rejected}
         while session.pending:
             group = [axis for axis in session.pending.pop(0) if axis in moves]
             if group:
@@ -413,20 +423,48 @@ class EvidencePolicy:
 
 
 
-def _crossing(a: float, b: float, target: float) -> float:
-    """How much closer a move from a to b brings an axis to `target` (negative: further)."""
-    return abs(a - target) - abs(b - target)
+def _agreed_scale(estimates: list[float], kind: str) -> tuple[float, int]:
+    """(scale, how many estimates agree with it to SLOPE_AGREEMENT): linear, the largest estimate (a probe
+    that crossed the target gives less); quadratic, the mean of the largest group of agreeing estimates."""
+    positive = [e for e in estimates if e > 1e-9]
+    if not positive:
+        return 0.0, 0
+    if kind == LINEAR:
+        scale = max(positive)
+        return scale, sum(abs(e - scale) <= SLOPE_AGREEMENT * scale for e in positive)
+    groups = [[e for e in positive if abs(e - centre) <= SLOPE_AGREEMENT * centre] for centre in positive]
+    best = max(groups, key=len)
+    return sum(best) / len(best), len(best)
 
 
-def _solve(steps: list[_Step], slope: float) -> tuple[dict[str, tuple[float, float]], dict[str, float], list[float], bool]:
-    """Replays the judged steps under the slope model with `slope`: (target interval per probed axis, flat axes,
-    gain per unit moved of each probe, whether the intervals stayed consistent). A step's known moves (axes whose
-    interval fixes their effect, flat axes) are subtracted from its similarity change; the rest is the probe's.
-    A probe that changed nothing marks a flat axis, one the measure does not count (the target lacks it):
-    it goes back to where it was (value in the dict) and is not probed again."""
+def _loss(similarity: float, kind: str) -> float:
+    """What the model takes to be additive over axes: 1 - similarity (linear) or its square (quadratic)."""
+    return 1.0 - similarity if kind == LINEAR else (1.0 - similarity) ** 2
+
+
+def _effect(kind: str, a: float, b: float, target: float) -> float:
+    """The change of one axis's term (per unit of scale) when it moves from a to b: its distance to the
+    target (linear) or its square (quadratic) after minus before."""
+    if kind == LINEAR:
+        return abs(b - target) - abs(a - target)
+    return (b - target) ** 2 - (a - target) ** 2
+
+
+def _solve(steps: list[_Step], kind: str, scale: float) -> tuple[dict[str, tuple[float, float]], dict[str, float], list[float], bool]:
+    """Replays the judged steps under the model `kind` with `scale`: (target interval per probed axis, flat axes,
+    scale estimates, whether the steps agree with the model). A step's known moves (axes whose interval fixes
+    their effect, flat axes) are taken off its loss change; the rest is the probe's.
+
+    linear: a probe of `size` changes the loss by scale * size when it does not cross the target (an estimate:
+    the scale is the largest), by less when it crosses it, which then lies where the change says. quadratic: a
+    probe from a to b changes it by scale * (b - a) * (a + b - 2 * target): two probes of one axis give the
+    scale (the estimates), and with the scale any probe gives the target. A probe after which the similarity
+    did not change marks a flat axis, one the measure does not count (the target lacks it): it goes back to
+    where it was (the value in the dict) and is not probed again."""
     bounds: dict[str, tuple[float, float]] = {}
     flat: dict[str, float] = {}
-    ratios: list[float] = []
+    estimates: list[float] = []
+    earlier: dict[str, list[tuple[float, float]]] = {}  # quadratic: axis -> (a + b, loss change per unit moved)
     consistent = True
     for step in steps:
         if step.probe is None:
@@ -436,30 +474,43 @@ def _solve(steps: list[_Step], slope: float) -> tuple[dict[str, tuple[float, flo
             if axis == step.probe or axis in flat:
                 continue
             lo, hi = bounds.get(axis, (-1.0, 1.0))
-            low, high = _crossing(a, b, lo), _crossing(a, b, hi)
+            low, high = _effect(kind, a, b, lo), _effect(kind, a, b, hi)
             if abs(low - high) > 1e-6:
                 break  # an effect we cannot tell: the step says nothing about its probe
-            known += slope * low
+            known += scale * low
         else:
             a, b = step.moves[step.probe]
             size = abs(b - a)
             if size < MIN_MOVE:
                 continue
-            gain = step.after - step.similarity - known
-            ratios.append(abs(gain) / size)
-            if slope <= 0:
-                continue
-            share = gain / (slope * size)
-            up = b > a
-            if abs(share) <= FLAT and step.probe not in bounds:
+            change = _loss(step.after, kind) - _loss(step.similarity, kind) - known
+            ignored = abs(change) <= FLAT * scale * size if kind == LINEAR else abs(change) <= FLAT_LOSS
+            if step.probe not in bounds and (ignored if scale > 0 else abs(step.after - step.similarity) <= FLAT_CHANGE and len(step.moves) == 1):
                 flat[step.probe] = a
                 continue
-            if share >= 1 - SLOPE_EDGE:  # the target is at or past where the probe went
-                found = (b, 1.0) if up else (-1.0, b)
-            elif share <= -1 + SLOPE_EDGE:  # the target is behind where the probe started
-                found = (-1.0, a) if up else (a, 1.0)
-            else:  # the probe crossed the target: it lies where the gain says
-                target = a + (1 if up else -1) * (share + 1) * size / 2
+            if kind == LINEAR:
+                estimates.append(abs(change) / size)
+                if scale <= 0:
+                    continue
+                share = -change / (scale * size)
+                up = b > a
+                if share >= 1 - SLOPE_EDGE:  # the target is at or past where the probe went
+                    found = (b, 1.0) if up else (-1.0, b)
+                elif share <= -1 + SLOPE_EDGE:  # the target is behind where the probe started
+                    found = (-1.0, a) if up else (a, 1.0)
+                else:  # the probe crossed the target: it lies where the change says
+                    target = a + (1 if up else -1) * (share + 1) * size / 2
+                    found = (target, target)
+            else:
+                per_unit = change / (b - a)
+                estimates += [(per_unit - before) / (a + b - middle) for middle, before in earlier.get(step.probe, [])
+                              if abs(a + b - middle) >= 2 * MIN_MOVE]
+                earlier.setdefault(step.probe, []).append((a + b, per_unit))
+                if scale <= 0:
+                    continue
+                target = (a + b - per_unit / scale) / 2
+                consistent = consistent and abs(target) <= 1 + LOCATED
+                target = max(-1.0, min(1.0, target))
                 found = (target, target)
             lo, hi = bounds.get(step.probe, (-1.0, 1.0))
             lo, hi = max(lo, found[0]), min(hi, found[1])
@@ -467,7 +518,7 @@ def _solve(steps: list[_Step], slope: float) -> tuple[dict[str, tuple[float, flo
                 consistent = consistent and lo - hi <= LOCATED
                 lo = hi = (lo + hi) / 2
             bounds[step.probe] = (lo, hi)
-    return bounds, flat, ratios, consistent
+    return bounds, flat, estimates, consistent
 
 
 __all__ = ["CHANNELS", "DEFAULT_PARAMS", "EvidencePolicy", "PolicyParams"]
