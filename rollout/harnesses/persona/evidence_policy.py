@@ -85,8 +85,7 @@ class PolicyParams:
     max_axes: int = 1  # axes moved per step (the largest moves), each step judged by the similarity it brings
     probe_reach: float = 0.3  # once the slope is calibrated: how far past an evidence estimate a probe goes
     blind_score: float = 0.2  # probe priority of an axis with no evidence (an evidence gap scores its size)
-    test_size: float = 0.05  # the first test_steps moves are at most this big: they rarely cross a target, so
-    test_steps: int = 3  # their gains per unit agree and calibrate the slope model
+    test_size: float = 0.05  # a test move (no evidence left): small, so it rarely crosses the target
 
 
 DEFAULT_PARAMS = PolicyParams()
@@ -163,10 +162,6 @@ class EvidencePolicy:
                 for axis, amount in undo.items():
                     values[axis] = min(1.0, max(-1.0, values.get(axis, 0.0) + amount))
                 proposal = self._propose(session, profile, values, notes)
-                if session.observations <= self.params.test_steps:
-                    capped = {axis: max(-self.params.test_size, min(self.params.test_size, amount)) for axis, amount in proposal.items()}
-                    notes += [f"(a test step: {axis} moved {amount:+.2f} only)" for axis, amount in capped.items() if amount != proposal[axis]]
-                    proposal = capped
                 if not proposal and not undo and session.live:
                     proposal = self._test_move(session, values, notes)
                 change = {axis: undo.get(axis, 0.0) + proposal.get(axis, 0.0) for axis in undo.keys() | proposal.keys()}
