@@ -61,7 +61,11 @@ FLAT_CHANGE = 2e-6  # a similarity change this small (its rounding) after a move
 MIN_MOVE = 0.01
 SELF_DESCRIPTION_WEIGHT = 3.0
 NEW_AXIS_MIN_VALUE = 0.3  # one "I'm fairly X" counts as this many cues
-SLOPE_AGREEMENT = 0.01  # two steps whose gain per unit moved agree this closely calibrate the slope
+# Two scale estimates that agree this closely (relative) calibrate a slope model. Linear estimates of moves that
+# did not cross the target agree to the similarity's rounding (1e-6); 0.3% lets ~1 in 300 sessions of a random
+# or noisy similarity calibrate by chance (1% let 3 in 100). Quadratic estimates are differences of differences:
+# rounding needs the 1%, and chance agreement is rarer there.
+SLOPE_AGREEMENT = {"linear": 0.003, "quadratic": 0.01}
 SLOPE_EDGE = 0.02  # a gain within this share of the full slope: the move did not cross the target
 LOCATED = 0.03  # an axis whose target interval is this narrow is located
 FLAT = 0.01  # linear: a probe whose loss change is within this share of scale * size of 0 found a flat axis
@@ -151,7 +155,7 @@ class EvidencePolicy:
             self._add_evidence(session, profile, observation)
             slope = None if session.inconsistent else self._calibrate(session)
             if slope is not None:
-                change, probe = self._slope_step(session, profile, start, *slope, notes)
+                change, probe = self._slope_step(session, profile, start, similarity, *slope, notes)
                 session.last_change = {}  # a calibrated step is judged by the slope model, not by the undo rule
                 values, proposal = start, {}
             else:
@@ -214,7 +218,7 @@ class EvidencePolicy:
         return None
 
     def _slope_step(
-        self, session: _Session, profile: AiProfile, start: dict[str, float], slope: float,
+        self, session: _Session, profile: AiProfile, start: dict[str, float], similarity: float, slope: float,
         bounds: dict[str, tuple[float, float]], flat: dict[str, float], notes: list[str],
     ) -> tuple[dict[str, float], str | None]:
         """Calibrated: every located axis goes to its target (a known gain), and one more axis is probed: the
@@ -250,7 +254,9 @@ class EvidencePolicy:
         for axis, value in self._new_axes(session, profile).items():
             if axis not in bounds and axis not in flat:  # often an axis the target lacks: probed after the rest
                 candidates.append((min(abs(value), self.params.blind_score) / 2, axis, value))
-        if candidates:
+        if similarity >= 1.0 - FLAT_CHANGE:
+            notes.append("the similarity is perfect: nothing left to probe")
+        elif candidates:
             _, axis, value = max(candidates)
             x = start.get(axis, 0.0)
             change[axis] = value - x
@@ -426,8 +432,8 @@ def _agreed_scale(estimates: list[float], kind: str) -> tuple[float, int]:
         return 0.0, 0
     if kind == LINEAR:
         scale = max(positive)
-        return scale, sum(abs(e - scale) <= SLOPE_AGREEMENT * scale for e in positive)
-    groups = [[e for e in positive if abs(e - centre) <= SLOPE_AGREEMENT * centre] for centre in positive]
+        return scale, sum(abs(e - scale) <= SLOPE_AGREEMENT[kind] * scale for e in positive)
+    groups = [[e for e in positive if abs(e - centre) <= SLOPE_AGREEMENT[kind] * centre] for centre in positive]
     best = max(groups, key=len)
     return sum(best) / len(best), len(best)
 
