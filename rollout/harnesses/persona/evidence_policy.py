@@ -123,7 +123,8 @@ class _Session:
     steps: list[_Step] = field(default_factory=list)  # judged steps (the slope model's data)
     live: bool = False  # the similarity has changed after one of our steps (it is not constant)
     still: set[str] = field(default_factory=set)  # axes whose move alone left the similarity unchanged
-    model: str = ""  # the slope model that calibrated last (reasoning only)
+    model: str = ""  # the slope model that calibrated, once one did
+    scale: float = 0.0  # its scale when it did
     inconsistent: bool = False  # the similarity broke the slope model once: sign only for this session
 
 
@@ -197,10 +198,11 @@ class EvidencePolicy:
         """(scale, target interval per probed axis, flat axes) when the judged steps calibrate a slope model
         (linear first, then quadratic: see _solve), else None.
 
-        A model is trusted only once two of its scale estimates agree to 1% (a constant, noisy or random
-        similarity practically never does). Sets session.inconsistent when the steps then contradict it (an
-        axis whose target intervals do not meet, a target out of range)."""
-        for kind in (LINEAR, QUADRATIC):
+        A model is trusted only once two of its scale estimates agree (SLOPE_AGREEMENT: a constant, noisy or
+        random similarity practically never does), and only while it keeps fitting: session.inconsistent is set
+        (the sign rule for the rest of the session) when later steps contradict it (an axis whose target
+        intervals do not meet, a target out of range, a scale that moves or no longer has agreement)."""
+        for kind in (LINEAR, QUADRATIC) if not session.model else (session.model,):
             scale, agreeing = 0.0, 0
             for _ in range(6):
                 bounds, flat, estimates, consistent = _solve(session.steps, kind, scale)
@@ -208,12 +210,14 @@ class EvidencePolicy:
                 if abs(new_scale - scale) <= 1e-9 * max(1.0, scale):
                     break
                 scale = new_scale
-            if scale <= 1e-6 or agreeing < 2:
+            calibrated = scale > 1e-6 and agreeing >= 2
+            if not calibrated and not session.model:
                 continue
-            if not consistent:
+            moved = session.scale > 0 and abs(scale - session.scale) > 2 * SLOPE_AGREEMENT[kind] * session.scale
+            if not calibrated or not consistent or moved:  # a model once calibrated no longer fits: sign rule for good
                 session.inconsistent = True
                 return None
-            session.model = kind
+            session.model, session.scale = kind, scale
             return scale, bounds, flat
         return None
 
