@@ -11,9 +11,9 @@ Rules:
   is not a reading of 0.
 - Steps are sized by evidence: the move toward an estimate is the share W / (W + prior) of the gap, W the
   amount of evidence, times `step`; a request moves the max_axes largest of these (one, as fitted), so the
-  client's next similarity judges exactly that move. The first test_steps moves are capped at test_size (small
-  moves rarely cross the target, which the slope model needs). A channel with strong evidence that no axis of
-  the profile reads may be such a move too: its axis is added under the channel's name.
+  client's next similarity judges exactly that move. A channel with strong evidence that no axis of the
+  profile reads may be such a move too: its axis is added under the channel's name (once the similarity
+  responds, only when no axis of the profile has a move: an added axis is often one the target lacks).
 - Similarity is feedback, by sign. The service keeps, per profile id, a small memory (a bounded LRU) of the
   session: the cues so far, the similarity seen with the last request and the changes it asked for. When the
   profile arrives as that delta left it and similarity fell, the last step is undone (a step of several axes
@@ -25,19 +25,23 @@ Rules:
   A request whose profile is not as the last delta left it (the client restarted, blended in its own nudges,
   or did not apply the delta) judges no step; the evidence gathered for that profile id is kept, since it is
   evidence about the same target.
-- Similarity is also measured, by magnitude (the slope model). If the client's similarity is a sum of
-  per-axis terms that fall linearly with each axis's distance to the target (mean of 1 - |d| / 2, 1 - mean
-  |d|, and the like), a move of one axis by `size` that does not cross the target changes it by exactly
-  slope * size (up if toward, down if away), and one that crosses it by less: then the target lies where the
-  gain says. Every judged step with one unknown move (its other moves have effects the model already knows)
-  is replayed under the model; the slope is the largest gain per unit seen, and the model is trusted only
-  once two steps agree on it to 1% (a constant, noisy or random similarity practically never does) and no
-  axis gets contradictory target intervals (then the session stays on the sign rule for good). Once
-  calibrated, each request moves every located axis onto its target (a known gain), returns axes the
+- Similarity is also measured, by magnitude (the slope models). If the client's similarity is a sum of
+  per-axis terms in each axis's distance to the target, linear (mean of 1 - |d| / 2, 1 - mean |d|: the loss
+  1 - similarity grows by `scale` per unit of distance) or quadratic (1 - RMS / 2: (1 - similarity)^2 grows by
+  `scale` per unit of squared distance), one axis's move says where its target is. Linear: a move of `size`
+  that does not cross the target changes the loss by exactly scale * size (down if toward, up if away), one
+  that crosses it by less, and the shortfall places the target; otherwise it bounds it. Quadratic: two moves of
+  one axis give the scale, and with the scale any move places the target. Every judged step with one unknown
+  move (its other moves have effects the model already knows; a step after an undo counts from the profile
+  the undo returned to) is replayed under each model (_solve). A model is trusted only once two of its scale
+  estimates agree (SLOPE_AGREEMENT: moves that do not cross the target agree to the similarity's rounding; a
+  constant, noisy or random similarity practically never does) and only while it keeps fitting (no axis with
+  contradictory target intervals, a stable scale): once it does not, the session stays on the sign rule for
+  good. Calibrated, each request moves every located axis onto its target (a known change), returns axes the
   measure ignores to where they were, and probes one more axis: the one furthest from its target as far as is
-  known, past its evidence estimate by probe_reach, to the far end of its known target interval, or to the
-  far pole when there is no evidence (blind probes rank at blind_score, axes added from channels below them).
-  A measure that is not linear per axis (an RMS, say) rarely calibrates: the sign rule then does all of it.
+  known, past its evidence estimate by probe_reach, to the far end of its known target interval, or to the far
+  pole when there is no evidence (blind probes rank at blind_score, axes added from channels below them); at a
+  perfect similarity nothing is probed. A measure of another shape never calibrates: the sign rule does all.
 
 `PolicyParams` holds the few numbers that turn cue densities and lengths into axis values and size probes; bench/
 persona_generalization.py fits them on training generators only (leave-one-generator-out), and
