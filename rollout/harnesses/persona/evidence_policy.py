@@ -101,8 +101,9 @@ DEFAULT_PARAMS = PolicyParams()
 
 @dataclass
 class _Step:
-    """One delta as applied: similarity before and after it, moves (axis -> (from, to); a missing axis is
-    from 0), and the one axis whose effect was unknown when it was sent (None: no single probe)."""
+    """One delta as the slope models see it: the similarity it started from (after an undo, that of the profile
+    the undo returned to, whose moves are then left out), the similarity after it, its moves (axis -> (from,
+    to); a missing axis is from 0), and the one axis whose effect was unknown when it was sent (None: none)."""
 
     similarity: float
     moves: dict[str, tuple[float, float]]
@@ -431,7 +432,6 @@ class EvidencePolicy:
         return max(-1.0, min(1.0, level)), float(negative + positive)
 
 
-
 def _agreed_scale(estimates: list[float], kind: str) -> tuple[float, int]:
     """(scale, how many estimates agree with it to SLOPE_AGREEMENT): linear, the largest estimate (a probe
     that crossed the target gives less); quadratic, the mean of the largest group of agreeing estimates."""
@@ -459,7 +459,9 @@ def _effect(kind: str, a: float, b: float, target: float) -> float:
     return (b - target) ** 2 - (a - target) ** 2
 
 
-def _solve(steps: list[_Step], kind: str, scale: float) -> tuple[dict[str, tuple[float, float]], dict[str, float], list[float], bool]:
+def _solve(
+    steps: list[_Step], kind: str, scale: float,
+) -> tuple[dict[str, tuple[float, float]], dict[str, float], list[float], bool]:
     """Replays the judged steps under the model `kind` with `scale`: (target interval per probed axis, flat axes,
     scale estimates, whether the steps agree with the model). A step's known moves (axes whose interval fixes
     their effect, flat axes) are taken off its loss change; the rest is the probe's.
@@ -493,8 +495,11 @@ def _solve(steps: list[_Step], kind: str, scale: float) -> tuple[dict[str, tuple
             if size < MIN_MOVE:
                 continue
             change = _loss(step.after, kind) - _loss(step.similarity, kind) - known
-            ignored = abs(change) <= FLAT * scale * size if kind == LINEAR else abs(change) <= FLAT_LOSS
-            if step.probe not in bounds and (ignored if scale > 0 else abs(step.after - step.similarity) <= FLAT_CHANGE and len(step.moves) == 1):
+            if scale > 0:
+                ignored = abs(change) <= FLAT * scale * size if kind == LINEAR else abs(change) <= FLAT_LOSS
+            else:  # no scale yet: only a lone move that left the similarity exactly as it was
+                ignored = abs(step.after - step.similarity) <= FLAT_CHANGE and len(step.moves) == 1
+            if ignored and step.probe not in bounds:
                 flat[step.probe] = a
                 continue
             if kind == LINEAR:
