@@ -91,7 +91,7 @@ class PolicyParams:
     step: float = 1.0
     prior: float = 1.0
     new_axis_evidence: float = 4.0  # cues before a missing axis is added
-    max_move: float = 0.5  # per axis per step
+    max_move: float = 2.0  # per axis per step
     max_axes: int = 1  # axes moved per step (the largest moves), each step judged by the similarity it brings
     probe_reach: float = 0.3  # once the slope is calibrated: how far past an evidence estimate a probe goes
     blind_score: float = 0.2  # probe priority of an axis with no evidence (an evidence gap scores its size)
