@@ -251,7 +251,7 @@ class EvidencePolicy:
                 target = (lo + hi) / 2
                 if abs(target - x) >= MIN_MOVE:
                     change[axis.name] = target - x
-                    notes.append(f"{axis.name} {x:+.2f} -> {target:+.2f} (located by the similarity's slope)")
+                    notes.append(f"{axis.name} {x:+.2f} -> {target:+.2f} (located by the {session.model} similarity model)")
                 continue
             estimate, weight = self._estimate(session, axis)
             if axis.name in bounds:
@@ -274,17 +274,22 @@ class EvidencePolicy:
             change[axis] = value - x
             notes.append(f"probing {axis} {x:+.2f} -> {value:+.2f} ({session.model} similarity model, scale {slope:.4f})")
             return change, axis
+        else:
+            notes.append("every axis is located or ignored by the similarity: nothing left to probe")
         return change, None
 
     def _test_move(self, session: _Session, values: dict[str, float], notes: list[str]) -> dict[str, float]:
         """With no evidence left to act on and a similarity that responds: a small move (test_size, toward 0)
-        of an axis not moved yet this session, so that its gain calibrates the slope model and tells which
-        side of it the target is."""
-        moved = {axis for step in session.steps for axis in step.moves} | session.rejected
-        untested = [axis for axis in values if axis not in moved]
-        if not untested:
+        of the axis moved least this session (at most twice, not ruled out), so that its change calibrates a
+        slope model (a quadratic one needs two moves of one axis) and tells which side of it the target is."""
+        moves = {axis: 0 for axis in values if axis not in session.rejected}
+        for step in session.steps:
+            for axis in step.moves.keys() & moves.keys():
+                moves[axis] += 1
+        candidates = [axis for axis, count in moves.items() if count < 2]
+        if not candidates:
             return {}
-        axis = max(untested, key=lambda name: abs(values[name]))
+        axis = min(candidates, key=lambda name: (moves[name], -abs(values[name])))
         amount = -self.params.test_size if values[axis] > 0 else self.params.test_size
         notes.append(f"testing {axis} {values[axis]:+.2f} -> {values[axis] + amount:+.2f} (no evidence left)")
         return {axis: amount}
