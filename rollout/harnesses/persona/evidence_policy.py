@@ -61,6 +61,7 @@ from rollout.harnesses.persona.lexicon import CHANNELS, axis_channel, read_text,
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
 
 MEMORY_SIZE = 4096  # profile ids remembered (LRU)
+MAX_STEPS = 32  # judged steps kept per session for the slope models (each request replays them)
 MATCH_TOLERANCE = 0.02  # how far an axis may sit from where our delta left it and still be "our" session
 SIMILARITY_TOLERANCE = 1e-4
 FLAT_CHANGE = 2e-6  # a similarity change this small (its rounding) after a move: the measure ignores the axis
@@ -160,7 +161,7 @@ class EvidencePolicy:
             notes: list[str] = []
             if session.step is not None:  # the profile is as our last delta left it: that step is judged now
                 session.step.after = similarity
-                session.steps.append(session.step)
+                session.steps = [*session.steps[-(MAX_STEPS - 1):], session.step]
             self._add_evidence(session, profile, observation)
             slope = None if session.inconsistent else self._calibrate(session)
             if slope is not None:
