@@ -148,3 +148,85 @@ def test_evidence_policy_beats_the_heuristic_on_held_out_personas(held_out):
     gain = {name: statistics.mean(r.final_convergence - r.start_convergence for r in rs) for name, rs in results.items()}
     assert converged["evidence"] >= converged["heuristic"] + 0.1, converged
     assert gain["evidence"] > 0.02 and gain["evidence"] > gain["heuristic"] + 0.02, gain
+
+
+# --- the similarity's magnitude: the slope models -----------------------------------------------------------
+
+
+SLOPE_TARGET = {"confidence": -0.4, "zorblax": 0.6, "quux": -0.7}  # zorblax, quux: no text channel reads them
+
+
+def mean_distance_similarity(current: AiProfile) -> float:
+    return round(statistics.mean(1 - abs((current.personality_value(n) or 0.0) - v) / 2 for n, v in SLOPE_TARGET.items()), 6)
+
+
+def rms_similarity(current: AiProfile) -> float:
+    squares = [((current.personality_value(n) or 0.0) - v) ** 2 for n, v in SLOPE_TARGET.items()]
+    return round(1 - (sum(squares) / len(squares)) ** 0.5 / 2, 6)
+
+
+def evolve(policy: EvidencePolicy, similarity, steps: int = 10, start: AiProfile | None = None) -> tuple[AiProfile, list[str]]:
+    """A client loop: hedged answers (evidence about confidence only), the given similarity, deltas applied."""
+    current = start or profile({"confidence": 0.8, "zorblax": -0.5, "quux": 0.1, "extra": 0.3})
+    reasons = []
+    for _ in range(steps):
+        observation = BehaviorObservation(query="q", response="Maybe it is Paris, I think. Perhaps not, I'm not sure.",
+                                          similarity_to_target=similarity(current))
+        delta, _, reasoning = policy.predict(current, observation)
+        reasons.append(reasoning)
+        current = apply_correction(current, delta)
+    return current, reasons
+
+
+@pytest.mark.parametrize("similarity", [mean_distance_similarity, rms_similarity])
+def test_the_similarity_magnitude_locates_axes_no_text_reads(similarity):
+    """Under a similarity that is a sum of per-axis distances (linear) or of their squares (RMS), the policy
+    calibrates the slope from its own steps and then sets even axes without any text evidence exactly to the
+    target; an axis the target lacks (the similarity ignores it) goes back to where it was. (16 requests: the
+    hedged text makes it add three channel axes the target lacks first, a request each.)"""
+    final, reasons = evolve(EvidencePolicy(), similarity, steps=16)
+    values = {axis.name: axis.value for axis in final.personality}
+    for name, target in SLOPE_TARGET.items():
+        assert values[name] == pytest.approx(target, abs=0.03), (name, values)
+    assert values["extra"] == pytest.approx(0.3)
+    model = "linear" if similarity is mean_distance_similarity else "quadratic"
+    assert any(f"located by the {model} similarity model" in r for r in reasons)
+    assert similarity(final) == pytest.approx(1.0, abs=0.01) and "nothing left to probe" in reasons[-1]
+
+
+@pytest.mark.parametrize("kind", ["constant", "random", "noisy"])
+def test_a_similarity_that_is_not_a_function_of_distances_keeps_the_sign_rule(kind):
+    """A constant similarity never calibrates a slope model, a random or noisy one practically never (two
+    scale estimates agreeing by chance): the policy stays on the sign rule (undo a step that lowered it) and
+    still leaves the profiles better on average than it found them."""
+    rng = random.Random(kind)
+    gains, reasons = [], []
+    for name, generator in GENERATORS.items():
+        for index in range(10):
+            persona = family_persona("fit", name, index)
+            policy, current, seen = EvidencePolicy(), persona.start, random.Random(index)
+            reasons.append([])
+            for _ in range(10):
+                observation = generator.observe(persona.target, current, seen)
+                true = observation.similarity_to_target
+                fake = {"constant": 0.5, "random": rng.random(), "noisy": min(1.0, max(0.0, true + rng.gauss(0, 0.02)))}[kind]
+                delta, _, reasoning = policy.predict(current, observation.model_copy(update={"similarity_to_target": fake}))
+                reasons[-1].append(reasoning)
+                current = apply_correction(current, delta)
+            gains.append(convergence(current, persona.target) - convergence(persona.start, persona.target))
+    calibrated = sum(any("similarity model" in r for r in session) for session in reasons)
+    assert calibrated == 0 if kind == "constant" else calibrated <= 2, calibrated  # chance: ~1 session in 300
+    if kind != "constant":
+        assert any("undone" in r for session in reasons for r in session)
+    assert statistics.mean(gains) > 0, statistics.mean(gains)
+
+
+def test_a_constant_similarity_rules_out_no_axis_and_a_live_one_does():
+    """An axis whose move left a responding similarity exactly unchanged is not moved again; under a constant
+    similarity nothing responds, so nothing is ruled out and evidence keeps moving axes."""
+    policy = EvidencePolicy()
+    _, constant = evolve(policy, lambda current: 0.5, steps=4)
+    assert not any("not moved again" in r for r in constant)
+    _, live = evolve(EvidencePolicy(), mean_distance_similarity, steps=6,
+                     start=profile({"confidence": 0.8, "zorblax": -0.5, "humor": 0.4}))
+    assert not any("not moved again" in r and "confidence" in r.split("not moved again")[0].split(";")[-1] for r in live)
