@@ -30,7 +30,8 @@ OVERRIDES = [
 def test_async_config_keys():
     config = load_config("configs/local.yaml", ["train.async.max_staleness=2", "train.async.stale_data=wait"])
     assert (config.train.async_.max_staleness, config.train.async_.stale_data) == (2, "wait")
-    assert load_config("configs/local.yaml").train.async_.max_staleness == 0  # synchronous by default
+    assert load_config(None).train.async_.max_staleness == 0  # the schema's default is the synchronous loop
+    assert load_config("configs/local.yaml").train.async_.max_staleness == 1  # the default run overlaps
     with pytest.raises(ConfigError, match=r"train.async.max_staleness.*learner.policy_loss.tis_cap"):
         load_config(None, ["train.async.max_staleness=1", "learner.policy_loss.tis_cap=null"])
     with pytest.raises(ConfigError, match=r"train.async.stale_data"):

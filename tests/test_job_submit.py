@@ -114,7 +114,7 @@ def test_job_submit_trains_and_a_killed_driver_resumes(ray_head, tiny_model_dir,
         "terrarium", "train", "configs/local.yaml", f"output_dir={tmp_path}", f"model.path={tiny_model_dir}",
         "run_name=job", f"train.steps={steps}", "train.checkpoint_every=2", "train.eval_episodes=2",
         "train.sft.episodes=4", "train.sft.epochs=1", "rollout.groups_per_step=2", "rollout.group_size=2",
-        "rollout.agent.max_turns=2", "sampling.max_tokens=16",
+        "rollout.agent.max_turns=2", "sampling.max_tokens=16", "train.async.max_staleness=0",
     ]
     run_dir = tmp_path / "job"
     first, second = (f"terrarium-test-{uuid.uuid4().hex[:8]}" for _ in range(2))

@@ -100,8 +100,8 @@ def test_a_lora_checkpoint_is_played_as_its_base_plus_merged_adapters(tmp_path, 
 
 
 def test_eval_with_a_config_plays_its_harness_by_its_rules(capsys):
-    # configs/local.yaml: number_guess with 7 guesses and show_range; the random policy then never needs more.
-    assert main(["eval", "--config", "configs/local.yaml", "--policy", "random", "--episodes", "8"]) == 0
+    # configs/number_guess.yaml: number_guess with 7 guesses and show_range; the random policy then never needs more.
+    assert main(["eval", "--config", "configs/number_guess.yaml", "--policy", "random", "--episodes", "8"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("number_guess / random: 8 episodes")
     expected = evaluate("number_guess", "random", 8, 0, {"show_range": True, "max_steps": 7})

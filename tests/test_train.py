@@ -25,6 +25,7 @@ OVERRIDES = [
     "train.sft.epochs=1", "rollout.groups_per_step=2", "rollout.group_size=2", "rollout.agent.max_turns=3",
     "sampling.max_tokens=24", "learner.policy_loss.kl_coef=0.01",
     "train.publish_to=no-such-app",  # publishing to an app that is not running logs and goes on
+    "train.async.max_staleness=0",  # the synchronous loop's resume (tests/test_async.py resumes the async one)
     # Tensor-parallel engines (2 ranks, one core each): the run reserves, syncs into and resumes them as any.
     "engine.tensor_parallel_size=2",
 ]
