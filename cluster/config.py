@@ -76,6 +76,11 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(5, ge=0, description="0: evaluate only before and after training")
     eval_episodes: int = Field(32, ge=1, description="held-out seeds per evaluation")
     eval_samples: int = Field(1, ge=1, description="episodes per held-out seed; > 1 adds pass@k for k = 2, 4, ... <= it")
+    before_eval_samples: int | None = Field(
+        None, ge=1,
+        description="episodes per held-out seed at the evaluation before training (null: eval_samples): an "
+        "untrained model's pass@1 is the baseline, and its extra samples cost the most (it never ends early)",
+    )
     eval_harness_kwargs: dict[str, Any] = Field({}, description='e.g. {"split": "heldout"} for persona')
     placement_timeout_s: float = Field(
         900.0, gt=0, description="deadline for reserving every engine and learner bundle (autoscalers are slow)"

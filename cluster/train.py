@@ -54,13 +54,17 @@ def step_seeds(config: TerrariumConfig, step: int) -> list[int]:
     return [rng.randrange(HELDOUT_SEED_OFFSET) for _ in range(config.rollout.groups_per_step)]
 
 
-def evaluate(config: TerrariumConfig, coordinator: RolloutCoordinator, label: str) -> dict[str, float]:
-    """The current policy on held-out seeds, train.eval_samples episodes each: success (pass@1) and reward
-    with 95% intervals over seeds, pass@k; eval_s is its wall time."""
+def evaluate(
+    config: TerrariumConfig, coordinator: RolloutCoordinator, label: str, samples: int | None = None
+) -> dict[str, float]:
+    """The current policy on held-out seeds, `samples` (default train.eval_samples) episodes each: success
+    (pass@1) and reward with 95% intervals over seeds, pass@k; eval_s is its wall time. The run's seed names
+    the episodes too, so another seed samples other evaluation episodes, as it samples other training ones."""
     start = time.perf_counter()
-    seeds = [HELDOUT_SEED_OFFSET + i for i in range(config.train.eval_episodes) for _ in range(config.train.eval_samples)]
+    samples = samples or config.train.eval_samples
+    seeds = [HELDOUT_SEED_OFFSET + i for i in range(config.train.eval_episodes) for _ in range(samples)]
     requests = evaluation_requests(
-        config.run_name, label, config.rollout.harness, seeds,
+        config.run_name, f"{label}-seed{config.seed}", config.rollout.harness, seeds,
         {**config.rollout.harness_kwargs, **config.train.eval_harness_kwargs},
     )
     trajectories = coordinator.run(requests, config.train.rollout_timeout_s)
@@ -306,7 +310,7 @@ def train_in_placement(
     coordinator = RolloutCoordinator(str(model_path), engines, config.sampling, config.rollout)
 
     if start_step == 0:
-        before = evaluate(config, coordinator, "before")
+        before = evaluate(config, coordinator, "before", config.train.before_eval_samples)
         log.write({"phase": "eval", "step": 0, "label": "before", **before})
         print(describe_evaluation("before training", before))
         if config.train.sft.episodes:

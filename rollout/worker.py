@@ -93,10 +93,12 @@ class RolloutWorker:
 
 
 def group_requests(run_id: str, step: int, seeds: list[int], config: RolloutConfig) -> list[EpisodeRequest]:
-    """B seeds x G episodes: every episode of a group plays the same harness seed."""
+    """B seeds x G episodes: every episode of a group plays the same harness seed. The seed is in the episode
+    id, and so in its sampling seeds: runs with other harness seeds sample differently even on a harness
+    whose episodes do not depend on the seed (text_adventure's fixed map)."""
     return [
         EpisodeRequest(
-            episode_id=f"{run_id}/step{step}/group{g}/ep{k}",
+            episode_id=f"{run_id}/step{step}/group{g}/seed{seed}/ep{k}",
             run_id=run_id,
             step=step,
             group_id=f"step{step}/group{g}",
