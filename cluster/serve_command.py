@@ -12,8 +12,10 @@ serve.config.ServeConfig plus a `trainer` section (learner.online_trainer.Online
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
+from types import FrameType
 
 import ray
 from pydantic import Field
@@ -77,19 +79,29 @@ def needed_cpus(config: ServeCommandConfig) -> float:
     return needed
 
 
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def serve_forever(config: ServeCommandConfig) -> None:
-    """Serve until Ctrl-C, then delete the app (on a shared cluster, Serve itself keeps running). A missing
-    API key (api_key_env names an unset variable) stops it before anything starts."""
+    """Serve until Ctrl-C or SIGTERM, then delete the app (on a shared cluster, Serve itself keeps running).
+    A missing API key (api_key_env names an unset variable) stops it before anything starts.
+
+    Both signals get explicit handlers once the app is up: Python leaves SIGINT ignored when the process
+    started with it ignored (anything launched in the background by a non-interactive shell, e.g. under CI
+    or nohup ... &), and a library may have replaced the handler while the service started."""
     api_key(config)
     connect_ray(needed_cpus(config))
     try:
         url = start_service(config)
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop_signal, _stop)
         model = f"; OpenAI API on model {config.model_id!r}" if config.openai_api else ""
         print(f"Serving {config.app_name!r} ({config.policy} policy{model}) at {url}  (Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
-        print(f"stopping {config.app_name!r}", flush=True)
+    except KeyboardInterrupt as interrupt:
+        print(f"stopping {config.app_name!r} ({interrupt or 'SIGINT'})", flush=True)
     finally:
         start = time.monotonic()
         if config.app_name in serve.status().applications:

@@ -2,7 +2,7 @@
 
     connect Ray -> model -> placement groups -> learner group (resume from the newest checkpoint)
     -> engines (+ weights)
-    -> rollout workers -> [SFT warm start] -> evaluate
+    -> rollout workers -> evaluate (engines) beside [SFT warm start (learner)] -> [weight sync -> evaluate]
     -> for each step: rollouts -> store (durable) -> [submit the next K steps' rollouts] -> learner update
        -> weight sync -> metrics -> checkpoint
     -> evaluate -> curves
@@ -20,6 +20,7 @@ import math
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
@@ -310,11 +311,16 @@ def train_in_placement(
     coordinator = RolloutCoordinator(str(model_path), engines, config.sampling, config.rollout)
 
     if start_step == 0:
-        before = evaluate(config, coordinator, "before", config.train.before_eval_samples)
+        # The engines evaluate the untrained weights while the learner runs SFT on its own copy: neither
+        # waits for the other, and the learner's weights reach the engines only once both are done.
+        with ThreadPoolExecutor(1, thread_name_prefix="eval-before") as pool:
+            before_call = pool.submit(evaluate, config, coordinator, "before", config.train.before_eval_samples)
+            if config.train.sft.episodes:
+                warm_start(config, learner, model_path, log)
+            before = before_call.result()
         log.write({"phase": "eval", "step": 0, "label": "before", **before})
         print(describe_evaluation("before training", before))
         if config.train.sft.episodes:
-            warm_start(config, learner, model_path, log)
             learner.reset_optimizer()  # GRPO starts with its own Adam moments, not SFT's
             learner.sync_weights(engines, 0, config.engine)
             after_sft = evaluate(config, coordinator, "after-sft")

@@ -63,20 +63,6 @@ def job_cli(address: str, *args: str, timeout: float) -> subprocess.CompletedPro
     )
 
 
-def submit_when_agent_is_up(address: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
-    """`ray job submit`, retried while the head's job agent is still starting: the job server answers `ray job
-    list` before the agent has registered, and a submit then fails with "No available agent to submit job,
-    please try again later" (seen under load)."""
-    deadline = time.monotonic() + HEAD_START_TIMEOUT_S
-    while True:
-        result = job_cli(address, "submit", *args, timeout=timeout)
-        if result.returncode == 0 or "No available agent" not in result.stdout + result.stderr:
-            return result
-        if time.monotonic() > deadline:
-            return result
-        time.sleep(2)
-
-
 @pytest.fixture
 def ray_head():
     """A Ray head with a dashboard (the job server); yields its dashboard address."""
@@ -98,10 +84,12 @@ def ray_head():
         head = subprocess.Popen(command, env=head_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     try:
+        # Ready when a job runs: the job server answers `ray job list` before the head's job agent has
+        # registered, and a submit then fails with "No available agent to submit job" (seen under load).
         deadline = time.monotonic() + HEAD_START_TIMEOUT_S
-        while job_cli(address, "list", timeout=60).returncode != 0:
+        while (ready := job_cli(address, "submit", "--", "true", timeout=120)).returncode != 0:
             assert head.poll() is None, f"ray start exited: {log_path.read_text()}"
-            assert time.monotonic() < deadline, f"no job server at {address}: {log_path.read_text()}"
+            assert time.monotonic() < deadline, f"no job agent at {address}: {ready.stdout + ready.stderr}"
             time.sleep(2)
         yield address
     finally:
@@ -133,8 +121,8 @@ def test_job_submit_trains_and_a_killed_driver_resumes(ray_head, tiny_model_dir,
     run_dir = tmp_path / "job"
     first, second = (f"terrarium-test-{uuid.uuid4().hex[:8]}" for _ in range(2))
 
-    submit = submit_when_agent_is_up(ray_head, "--no-wait", "--submission-id", first, "--working-dir", ".", "--",
-                                     *entrypoint, timeout=120)
+    submit = job_cli(ray_head, "submit", "--no-wait", "--submission-id", first, "--working-dir", ".", "--",
+                     *entrypoint, timeout=120)
     assert submit.returncode == 0, submit.stdout + submit.stderr
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while latest_checkpoint(run_dir) is None:

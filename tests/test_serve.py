@@ -868,7 +868,7 @@ def test_publish_without_a_running_llm_app_is_a_logged_no_op(service, tmp_path, 
 def test_terrarium_serve_command_serves_until_ctrl_c(service, ray_session, tiny_model_dir):
     """The real command in a subprocess, on the session's Ray (RAY_ADDRESS) and Serve's port, with the config's
     defaults: the evidence policy answers /predict-delta, with no fallback, and the model beside it answers the
-    official openai client (models, streaming, n=2)."""
+    official openai client (models, streaming, n=2). Ctrl-C stops it and deletes the app."""
     from ray import serve
 
     port = service.config.port
@@ -878,8 +878,10 @@ def test_terrarium_serve_command_serves_until_ctrl_c(service, ray_session, tiny_
         "trainer.num_cpus=0.1",
     ]
     env = os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    # Started with SIGINT ignored, as a non-interactive shell starts anything it runs in the background (CI, nohup
+    # ... &): Python then installs no KeyboardInterrupt handler, and only the command's own handler stops it.
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
     output: list[str] = []
@@ -917,6 +919,7 @@ def test_terrarium_serve_command_serves_until_ctrl_c(service, ray_session, tiny_
     while not lines.empty():
         output.append(lines.get())
     assert code == 0, "".join(output)
+    assert "stopping 'test-cli' (SIGINT)" in "".join(output)
     assert "test-cli" not in serve.status().applications
 
 

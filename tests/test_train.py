@@ -14,11 +14,12 @@ import torch
 from cluster.config import load_config
 from cluster.metrics import held_out_statistics, pass_at_k, read_metrics
 from cluster.status import read_status
-from cluster.train import RAY_JOB_ENV_VAR, train
+from cluster.train import RAY_JOB_ENV_VAR, step_seeds, train
 from learner.group import flat_group_fraction
 from learner.losses import rl_loss
 from rollout.data.store import ParquetTrajectoryStore
 from rollout.models.checkpoints import latest_checkpoint, read_checkpoint_state
+from rollout.worker import group_requests
 
 OVERRIDES = [
     "train.steps=2", "train.checkpoint_every=1", "train.eval_episodes=4", "train.sft.episodes=8",
@@ -56,6 +57,8 @@ def test_train_runs_checkpoints_and_resumes_without_repeating_steps(ray_session,
     records = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in records if r["phase"] == "train"] == [1, 2]
     assert [r["label"] for r in records if r["phase"] == "eval"] == ["before", "after-sft", "after"]
+    # configs/local.yaml plays one episode per seed before training (train.before_eval_samples), two after.
+    assert [r["eval_samples_per_seed"] for r in records if r["phase"] == "eval"] == [1.0, 2.0, 2.0]
     assert [r["phase"] for r in records].count("sft") == 1
     # What the persona table's training-time column is computed from (bench/persona_baselines.py).
     assert all({"step_s", "episodes"} <= set(r) for r in records if r["phase"] == "train")
@@ -100,6 +103,18 @@ def test_relative_output_dir_is_refused_in_a_ray_job(monkeypatch):
     monkeypatch.setenv(RAY_JOB_ENV_VAR, "{}")
     with pytest.raises(ValueError, match="output_dir=\\$PWD/runs"):
         train(load_config("configs/local.yaml", ["output_dir=runs"]))
+
+
+def test_another_seed_samples_other_training_episodes():
+    """Sampling seeds follow episode ids: a run with seed=1 is a replicate, even on text_adventure's fixed map
+    where every harness seed plays the same game."""
+
+    def episode_ids(seed: int) -> set[str]:
+        config = load_config("configs/local.yaml", [f"seed={seed}"])
+        return {r.episode_id for r in group_requests(config.run_name, 0, step_seeds(config, 0), config.rollout)}
+
+    assert episode_ids(0) == episode_ids(0)
+    assert not episode_ids(0) & episode_ids(1)
 
 
 def test_pass_at_k_is_the_unbiased_estimator():
