@@ -230,3 +230,26 @@ def test_a_constant_similarity_rules_out_no_axis_and_a_live_one_does():
     _, live = evolve(EvidencePolicy(), mean_distance_similarity, steps=6,
                      start=profile({"confidence": 0.8, "zorblax": -0.5, "humor": 0.4}))
     assert not any("not moved again" in r and "confidence" in r.split("not moved again")[0].split(";")[-1] for r in live)
+
+
+def test_a_similarity_that_never_moves_leaves_only_self_descriptions_acting():
+    """A client whose similarity stays the same however the profile moves (a constant, or RustyWorm's default
+    0.0) cannot judge cue-based moves, and cues alone misread more axes than they read: after three axes moved
+    with it unchanged the session is deaf, those axes go back to where it found them, and from then on only the
+    target's self-descriptions move an axis."""
+    origin = {"confidence": 0.8, "enthusiasm": -0.5, "humor": -0.6, "warmth": 0.1}
+    current, policy, reasons = profile(origin), EvidencePolicy(), []
+    for _ in range(7):
+        observation = BehaviorObservation(
+            query="q", similarity_to_target=0.0,
+            response="Maybe it is Paris, I think. Perhaps not. This is exciting! Wow, amazing! Haha, just kidding lol. "
+                     "I am extremely warm.")
+        delta, _, reasoning = policy.predict(current, observation)
+        reasons.append(reasoning)
+        current = apply_correction(current, delta)
+    deaf = next(i for i, r in enumerate(reasons) if "the similarity never changed" in r)
+    assert deaf <= 4, reasons
+    values = {axis.name: axis.value for axis in current.personality}
+    for name in ("confidence", "enthusiasm", "humor"):
+        assert values[name] == pytest.approx(origin[name], abs=1e-3), (name, values, reasons)
+    assert values["warmth"] > 0.5, (values, reasons)

@@ -66,6 +66,7 @@ MATCH_TOLERANCE = 0.02  # how far an axis may sit from where our delta left it a
 SIMILARITY_TOLERANCE = 1e-4
 FLAT_CHANGE = 2e-6  # a similarity change this small (its rounding) after a move: the measure ignores the axis
 MIN_MOVE = 0.01
+DEAF_AFTER = 2  # axes moved with the similarity unchanged before it counts as deaf (a target lacks some axes)
 SELF_DESCRIPTION_WEIGHT = 3.0
 NEW_AXIS_MIN_VALUE = 0.3  # one "I'm fairly X" counts as this many cues
 # Two scale estimates that agree this closely (relative) calibrate a slope model. Linear estimates of moves that
@@ -135,6 +136,9 @@ class _Session:
     model: str = ""  # the slope model that calibrated, once one did
     scale: float = 0.0  # its scale when it did
     inconsistent: bool = False  # the similarity broke the slope model once: sign only for this session
+    origin: dict[str, float] = field(default_factory=dict)  # the profile as the session first saw it
+    similarities: list[float] = field(default_factory=list)  # every similarity the client reported
+    deaf: bool = False  # the similarity never moved although we did: text cues alone, which misread more than they read
 
 
 class EvidencePolicy:
@@ -163,6 +167,7 @@ class EvidencePolicy:
                 session.step.after = similarity
                 session.steps = [*session.steps[-(MAX_STEPS - 1):], session.step]
             self._add_evidence(session, profile, observation)
+            undeaf = self._check_deaf(session, start, notes)
             slope = None if session.inconsistent else self._calibrate(session)
             if slope is not None:
                 change, probe = self._slope_step(session, profile, start, similarity, *slope, notes)
@@ -173,6 +178,7 @@ class EvidencePolicy:
                 if undo:  # the next step is judged against the similarity of the profile it undid to
                     similarity_before = session.last_similarity
                 values = dict(start)
+                undo = undeaf | undo
                 for axis, amount in undo.items():
                     values[axis] = min(1.0, max(-1.0, values.get(axis, 0.0) + amount))
                 proposal = self._propose(session, profile, values, notes)
@@ -382,6 +388,7 @@ class EvidencePolicy:
     def _add_evidence(self, session: _Session, profile: AiProfile, observation: BehaviorObservation) -> None:
         reading = read_text(observation.response, observation.patterns)
         session.observations += 1
+        session.similarities.append(observation.similarity_to_target)
         session.sentences += reading.sentences
         if reading.length > 0:
             session.lengths.append(reading.length)
@@ -402,6 +409,23 @@ class EvidencePolicy:
                 if degree is not None:
                     session.described.setdefault(axis.name, []).append(degree)
 
+    def _check_deaf(self, session: _Session, start: dict[str, float], notes: list[str]) -> dict[str, float]:
+        """Once the similarity has stayed exactly the same over two of our steps it cannot judge anything: the
+        session turns deaf (self-descriptions only), and the axes moved on cues alone go back to where the session
+        found them (returned as changes)."""
+        if not session.origin:
+            session.origin = dict(start)
+        if session.deaf or max(session.similarities) - min(session.similarities) > FLAT_CHANGE:
+            return {}
+        moved = {axis for axis, value in session.origin.items() if abs(start[axis] - value) >= MIN_MOVE}  # added axes: often ones the target lacks
+        if len(moved) < DEAF_AFTER:
+            return {}
+        session.deaf = True
+        back = {axis: session.origin.get(axis, 0.0) - value for axis, value in start.items()  # an added axis: to 0, as if missing
+                if axis not in session.described and abs(session.origin.get(axis, 0.0) - value) >= MIN_MOVE}
+        notes.append("the similarity never changed: only self-descriptions move axes" + (f"; {', '.join(sorted(back))} back" if back else ""))
+        return back
+
     def _estimate(self, session: _Session, axis) -> tuple[float, float]:
         """(estimate, evidence weight) for one axis; weight 0: no evidence."""
         total, weight = 0.0, 0.0
@@ -410,7 +434,7 @@ class EvidencePolicy:
             w = SELF_DESCRIPTION_WEIGHT * len(described)
             total += w * sum(described) / len(described)
             weight += w
-        found = axis_channel(axis)
+        found = None if session.deaf else axis_channel(axis)
         if found is not None:
             channel, sign = found
             estimate, w = self._channel_estimate(session, channel)
