@@ -124,7 +124,7 @@ def main() -> None:
 
     fixed: list[tuple[str, DeltaPolicy]] = [("RustyWorm heuristic", HeuristicClientPolicy()), ("expert (served)", ExpertClientPolicy())]
     if args.rllib:
-        from rollout.evaluation import load_checkpoint_policy
+        from cluster.evaluation import load_checkpoint_policy
 
         fixed.append(("RLlib PPO", CheckpointClientPolicy(load_checkpoint_policy(f"rllib:{args.rllib}"))))
     notes = [] if args.rllib else ["RLlib PPO: skipped (no --rllib checkpoint given)"]
