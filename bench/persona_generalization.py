@@ -6,14 +6,17 @@ personas (seed namespaces never used for fitting) as a simulated RustyWorm clien
 client): up to --max-observations observations, converged at convergence >= 0.90 to the hidden target.
 
 Rows: RustyWorm's own heuristic (refine_profile), the persona expert as /predict-delta serves it, the RLlib PPO
-checkpoint (given --rllib; skipped otherwise), the evidence policy fitted without G, and the served default
-(DEFAULT_PARAMS, shipped in code). Columns: converged@0.90 with a 95% Wilson interval, mean observations to
+checkpoint (given --rllib; skipped otherwise), the persona LLM as policy llm serves it (given --persona-llm: a
+model directory or checkpoint on a vLLM engine, replies under the apply_delta grammar, and with --free-text also
+without it; on the first --persona-llm-personas judge personas, the share of valid apply_delta replies printed
+under the table), the evidence policy fitted without G, and the served default (DEFAULT_PARAMS, shipped in code). Columns: converged@0.90 with a 95% Wilson interval, mean observations to
 converge (over converged personas) and mean final convergence to the target with 95% normal intervals, the
 share of personas that end worse than they started, and RustyWorm's observed-signature compute_convergence at
 the end.
 
     PYTHONPATH=$PWD python bench/persona_generalization.py [--personas 200] [--fit-personas 30] [--rllib CKPT]
         [--generators NAME ...] [--llm-model DIR [--llm-cache runs/persona-llm-texts.parquet]]
+        [--persona-llm DIR [--persona-llm-personas 20] [--free-text]]
 
 --llm-model adds the sixth generator, a real model writing the target's answers from its traits
 (rollout.harnesses.persona.llm_generator), judged only (fitting stays on the five template generators); its
@@ -23,6 +26,7 @@ texts are written once through a vLLM engine and cached in --llm-cache.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import itertools
 import math
 import random
@@ -31,7 +35,7 @@ import time
 
 from rollout.harnesses.persona.client import (
     CheckpointClientPolicy, DeltaPolicy, EpisodeResult, EvidenceClientPolicy, ExpertClientPolicy,
-    HeuristicClientPolicy, play_episode,
+    HeuristicClientPolicy, LLMClientPolicy, play_episode,
 )
 from rollout.harnesses.persona.evidence_policy import DEFAULT_PARAMS, PolicyParams
 from rollout.harnesses.persona.generators import GENERATORS, family_persona
@@ -61,20 +65,40 @@ def fit(generators: list[str], count: int, max_observations: int) -> PolicyParam
     return best
 
 
+def play_llm(make_policy, generator: str, count: int, max_observations: int) -> tuple[list[EpisodeResult], int, int]:
+    """The persona LLM on `count` judge personas, all at once (the engine batches them): (results, replies,
+    invalid replies)."""
+    policies = [make_policy() for _ in range(count)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
+        results = list(pool.map(
+            lambda i: play_episode(policies[i], family_persona("judge", generator, i), GENERATORS[generator],
+                                   random.Random(f"judge-episode-{generator}-{i}"), max_observations), range(count)))
+    return results, sum(p.replies for p in policies), sum(p.invalid for p in policies)
+
+
+def persona_llm(model_dir: str):
+    """(constrained, free-text) factories of LLMClientPolicy on one vLLM engine actor loaded with `model_dir`."""
+    from transformers import AutoTokenizer
+
+    from rollout.chat import ChatRenderer
+    from rollout.engine import EngineConfig, SamplingConfig, start_engines
+    from rollout.harnesses.persona.policy_format import PersonaPolicyFormat
+
+    (engine,) = start_engines(model_dir, EngineConfig(dtype="float32", max_model_len=2048))
+    policy_format = PersonaPolicyFormat(ChatRenderer(AutoTokenizer.from_pretrained(model_dir)))
+    sampling = SamplingConfig(temperature=0.0, max_tokens=256)  # configs/serve.yaml's
+    return (lambda: LLMClientPolicy(engine, policy_format, sampling, constrain=True),
+            lambda: LLMClientPolicy(engine, policy_format, sampling, constrain=False))
+
+
 def llm_generator(args: argparse.Namespace) -> LLMGenerator:
     """The LLM generator with every judge persona's texts cached (written now on a local engine if missing)."""
     generator = LLMGenerator(args.llm_model, args.llm_cache)
     personas = [family_persona("judge", "llm", i) for i in range(args.personas)]
     if any((p.target.id, i) not in generator.texts for p in personas for i in range(args.llm_texts)):
-        import ray
-
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-        try:
-            start = time.perf_counter()
-            written = generator.prefill(personas, args.llm_texts)
-            print(f"LLM generator: wrote {written} texts to {args.llm_cache} in {time.perf_counter() - start:.0f} s")
-        finally:
-            ray.shutdown()
+        start = time.perf_counter()
+        written = generator.prefill(personas, args.llm_texts)
+        print(f"LLM generator: wrote {written} texts to {args.llm_cache} in {time.perf_counter() - start:.0f} s")
     return generator
 
 
@@ -117,6 +141,9 @@ def main() -> None:
     parser.add_argument("--llm-model", metavar="DIR", help="add the LLM generator (a model directory, e.g. an import)")
     parser.add_argument("--llm-cache", default="runs/persona-llm-texts.parquet", help="its Parquet text cache")
     parser.add_argument("--llm-texts", type=int, default=2, help="cached texts per judge persona")
+    parser.add_argument("--persona-llm", metavar="DIR", help="add the persona LLM row: a model directory or checkpoint")
+    parser.add_argument("--persona-llm-personas", type=int, default=20, help="judge personas it plays per fold")
+    parser.add_argument("--free-text", action="store_true", help="also play it without the reply grammar")
     args = parser.parse_args()
     if args.fit_all:
         print(f"fitted on all generators: {fit(list(GENERATORS), args.fit_personas, args.max_observations)}")
@@ -128,13 +155,22 @@ def main() -> None:
 
         fixed.append(("RLlib PPO", CheckpointClientPolicy(load_checkpoint_policy(f"rllib:{args.rllib}"))))
     notes = [] if args.rllib else ["RLlib PPO: skipped (no --rllib checkpoint given)"]
-    notes.append("GRPO-trained LLM: skipped here (needs an engine and a trained run; see bench/persona_baselines.py --llm)")
+    if not args.persona_llm:
+        notes.append("persona LLM: skipped (--persona-llm names a model directory or a trained run's checkpoint)")
     print(f"{args.personas} judge personas per held-out generator, max {args.max_observations} observations, "
           f"fit on {args.fit_personas} fit personas of each other generator; served default: {DEFAULT_PARAMS}")
     held_outs = list(args.generators)
+    if args.llm_model or args.persona_llm:
+        import ray
+
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     if args.llm_model:
         GENERATORS["llm"] = llm_generator(args)  # judged only: fitting stays on the template generators
         held_outs.append("llm")
+    llm_rows = []
+    if args.persona_llm:
+        constrained, free = persona_llm(args.persona_llm)
+        llm_rows = [("persona LLM, apply_delta grammar", constrained)] + ([("persona LLM, free text", free)] if args.free_text else [])
     for held_out in held_outs:
         start = time.perf_counter()
         params = fit([g for g in GENERATORS if g not in (held_out, "llm")], args.fit_personas, args.max_observations)
@@ -148,6 +184,15 @@ def main() -> None:
             results = play_all(policy, held_out, "judge", args.personas, args.max_observations)
             print(row(name, results), flush=True)
         starts = [r.start_convergence for r in results]
+        validity = []
+        for name, make_policy in llm_rows:
+            played, replies, invalid = play_llm(make_policy, held_out, args.persona_llm_personas, args.max_observations)
+            print(row(f"{name} ({args.persona_llm_personas} personas)", played), flush=True)
+            low, high = wilson(replies - invalid, replies)
+            validity.append(f"{name}: {replies - invalid} of {replies} replies were valid apply_delta calls "
+                            f"({(replies - invalid) / replies:.3f} [{low:.3f}, {high:.3f}]; the rest fell back to the expert)")
+        for line in validity:
+            print(line)
         print(f"start convergence {mean_ci(starts)}; {time.perf_counter() - start:.0f} s")
     for note in notes:
         print(note)

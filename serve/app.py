@@ -12,7 +12,8 @@ PolicyLLM (serve.llm_server): Ray Serve LLM's LLMServer, that is vLLM's OpenAI s
 calls). This ingress is Ray's OpenAiIngress with our routes added, so both surfaces share one engine, one
 port, the API key, body limit and timeouts, whichever policy answers /predict-delta.
 With policy "llm" the served model reads the persona harness's prompt and writes an apply_delta call
-(rollout.harnesses.persona.policy_format); a reply that cannot be used, a prompt that does not fit, or a
+(rollout.harnesses.persona.policy_format), sampled under the grammar of one such call on the harness's and the
+profile's axes unless constrain_replies is false; a reply that cannot be used, a prompt that does not fit, or a
 failed engine falls back to the persona expert and says so in `reasoning`, never a 500. Policy "evidence" (the default): the evidence policy
 (rollout.harnesses.persona.evidence_policy) answers from the response text, patterns and similarity, with a
 bounded per-profile memory in each replica. Policy "expert": the persona expert answers. Policy
@@ -83,7 +84,7 @@ from rollout.data.trajectory import Trajectory
 from serve.config import PublishedPolicy, ServeConfig
 from serve.guards import GuardSettings, RequestGuard
 from serve.llm_server import llm_config, llm_deployment
-from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, parse_delta
+from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, parse_delta, reply_grammar
 from serve.schemas import (
     PredictDeltaRequest,
     PredictDeltaResponse,
@@ -266,7 +267,8 @@ class PolicyService(OpenAiIngress):
             return self._fallback(request, why)
         sampling = self.config.sampling.model_copy(update={"max_tokens": min(self.config.sampling.max_tokens, room)})
         try:
-            generation = await self.llm.generate.remote(prompt, sampling, [self.end_of_turn], None)
+            grammar = reply_grammar(request.profile) if self.config.constrain_replies else None
+            generation = await self.llm.generate.remote(prompt, sampling, [self.end_of_turn], None, grammar)
         except Exception as exc:  # the engine failed, or Serve could not reach it: a counted fallback, never a 500
             return self._fallback(request, f"the policy engine failed ({_short(str(exc).strip().splitlines()[-1])})")
         reply = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)

@@ -69,6 +69,12 @@ class ServeConfig(BaseModel):
         description="evidence: the evidence policy (default); llm: the served model writes the delta; expert: the "
         "persona expert; rllib: a PPO checkpoint",
     )
+    constrain_replies: bool = Field(
+        True,
+        description="policy llm: sample each /predict-delta reply under the grammar of one apply_delta call on the "
+        "harness's and the profile's axes (vLLM structured outputs), so a reply always parses; false: free text, "
+        "an unusable reply falls back to the persona expert",
+    )
     openai_api: bool = Field(
         True,
         description="serve the model through the OpenAI API (/v1/...) beside the /predict-delta policy, with its "

@@ -119,10 +119,12 @@ class PolicyLLMServer(LLMServer):
             self.gate.done()
 
     async def generate(
-        self, prompt_ids: list[int], sampling: SamplingConfig, stop_token_ids: list[int], seed: int | None = None
+        self, prompt_ids: list[int], sampling: SamplingConfig, stop_token_ids: list[int], seed: int | None = None,
+        reply_grammar: str | None = None,
     ) -> Generation:
-        """Token ids in, token ids and logprobs out, with the version that wrote them (/predict-delta)."""
-        return await self.gate.generate(self._async_llm, prompt_ids, sampling, stop_token_ids, seed)
+        """Token ids in, token ids and logprobs out, with the version that wrote them (/predict-delta);
+        `reply_grammar`: the reply is sampled under it (vLLM structured outputs)."""
+        return await self.gate.generate(self._async_llm, prompt_ids, sampling, stop_token_ids, seed, reply_grammar)
 
     async def load_weights(self, payload: bytes, policy_version: int) -> int:
         """Hot reload: a torch.save'd state dict onto every worker, served from now on as `policy_version`.

@@ -236,20 +236,31 @@ def test_a_similarity_that_never_moves_leaves_only_self_descriptions_acting():
     """A client whose similarity stays the same however the profile moves (a constant, or RustyWorm's default
     0.0) cannot judge cue-based moves, and cues alone misread more axes than they read: after three axes moved
     with it unchanged the session is deaf, those axes go back to where it found them, and from then on only the
-    target's self-descriptions move an axis."""
+    target's self-descriptions move an axis (and small test moves, in case the similarity does respond: then
+    cues act again)."""
     origin = {"confidence": 0.8, "enthusiasm": -0.5, "humor": -0.6, "warmth": 0.1}
-    current, policy, reasons = profile(origin), EvidencePolicy(), []
-    for _ in range(7):
-        observation = BehaviorObservation(
-            query="q", similarity_to_target=0.0,
-            response="Maybe it is Paris, I think. Perhaps not. This is exciting! Wow, amazing! Haha, just kidding lol. "
-                     "I am extremely warm.")
-        delta, _, reasoning = policy.predict(current, observation)
-        reasons.append(reasoning)
-        current = apply_correction(current, delta)
+    response = ("Maybe it is Paris, I think. Perhaps not. This is exciting! Wow, amazing! Haha, just kidding lol. "
+                "I am extremely warm.")
+
+    def evolve_under(similarity, steps: int) -> tuple[list[dict[str, float]], list[str]]:
+        current, policy, values, reasons = profile(origin), EvidencePolicy(), [], []
+        for _ in range(steps):
+            observation = BehaviorObservation(query="q", response=response, similarity_to_target=similarity(current))
+            delta, _, reasoning = policy.predict(current, observation)
+            current = apply_correction(current, delta)
+            values.append({axis.name: axis.value for axis in current.personality})
+            reasons.append(reasoning)
+        return values, reasons
+
+    values, reasons = evolve_under(lambda current: 0.0, steps=8)
     deaf = next(i for i, r in enumerate(reasons) if "the similarity never changed" in r)
     assert deaf <= 4, reasons
-    values = {axis.name: axis.value for axis in current.personality}
     for name in ("confidence", "enthusiasm", "humor"):
-        assert values[name] == pytest.approx(origin[name], abs=1e-3), (name, values, reasons)
-    assert values["warmth"] > 0.5, (values, reasons)
+        assert values[deaf][name] == pytest.approx(origin[name], abs=1e-3), (name, values[deaf], reasons)
+        assert abs(values[-1][name] - origin[name]) <= 0.1 + 1e-9, (name, values[-1], reasons)  # test moves only
+    assert values[-1]["warmth"] > 0.5, (values[-1], reasons)
+    # a similarity that ignores the cue-read axes but measures warmth: deaf at first, then it responds
+    values, reasons = evolve_under(lambda current: 1 - abs(current.personality_value("warmth") - 0.9) / 2, steps=8)
+    deaf = next(i for i, r in enumerate(reasons) if "the similarity never changed" in r)
+    assert any("cues act again" in r for r in reasons[deaf + 1:]), reasons
+    assert values[-1]["warmth"] == pytest.approx(0.9, abs=0.03), (values[-1], reasons)

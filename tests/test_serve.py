@@ -60,7 +60,7 @@ from rollout.harnesses.persona.models import (
 from rollout.data.store import open_store
 from serve.app import EVOLUTION_KIND, build_app, publish
 from serve.config import ServeConfig, ServeLoraSettings
-from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, delta_action, parse_delta
+from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, delta_action, parse_delta, reply_grammar
 from serve.schemas import PredictDeltaResponse, TrainResponse
 from tests.test_lora import adapter_with, rank_over_the_limit, wrong_shape
 
@@ -516,6 +516,25 @@ def _greedy(llm, tokenizer) -> tuple[list[int], list[float], int]:
     sampling = SamplingConfig(temperature=0.0, max_tokens=8)
     generation = llm.generate.remote(prompt, sampling, [tokenizer.eos_token_id], None).result(timeout_s=60)
     return generation.token_ids, generation.logprobs, generation.policy_version
+
+
+def test_the_served_model_writes_under_the_apply_delta_grammar(llm, tiny_model_dir):
+    """/predict-delta's generation (serve.constrain_replies): the served engine samples the reply under the
+    profile's apply_delta grammar, so even the untrained tiny model, whose free text is never a call, writes one
+    (cut off by max_tokens at worst, when it keeps writing digits)."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    profile = AiProfile.model_validate_json(PROFILE_JSON)
+    prompt = PersonaPolicyFormat(ChatRenderer(tokenizer)).prompt_ids(profile, BehaviorObservation.model_validate_json(OBSERVATION_JSON))
+    sampling = SamplingConfig(temperature=0.0, max_tokens=160)
+    stop = [tokenizer.eos_token_id]
+    free = llm.generate.remote(prompt, sampling, stop, 0).result(timeout_s=120)
+    with pytest.raises(ActionParseError):
+        parse_delta(tokenizer.decode(free.token_ids, skip_special_tokens=True), profile)
+    constrained = llm.generate.remote(prompt, sampling, stop, 0, reply_grammar(profile)).result(timeout_s=120)
+    text = tokenizer.decode(constrained.token_ids)
+    assert text.startswith('<tool_call>{"name": "apply_delta", "arguments": {"adjustments": {'), text
+    if constrained.finish_reason == "stop":
+        parse_delta(tokenizer.decode(constrained.token_ids, skip_special_tokens=True), profile)
 
 
 def test_train_stores_trajectories_then_updates_the_engine(client, service, llm, tiny_model_dir):

@@ -183,3 +183,26 @@ def test_tool_call_grammar_admits_exactly_the_harness_actions(tiny_model_dir):
     apply = tool_call_grammar(persona)
     unknown_axis = Action("apply_delta", {"adjustments": {"wit": 1.0}, "confidence": 1})
     assert not _matches(apply, format_action(unknown_axis), tokenizer)
+
+
+def test_the_reply_grammar_admits_a_client_profiles_own_axes(tiny_model_dir):
+    """A RustyWorm profile may name axes the harness never does: its reply grammar (policy_format.reply_grammar,
+    what /predict-delta samples under) admits those and the harness's, and still no other."""
+    from transformers import AutoTokenizer
+
+    from rollout.harnesses.persona.models import AiProfile, PersonalityAxis
+    from rollout.harnesses.persona.policy_format import parse_delta, reply_grammar
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    profile = AiProfile(id="p", display_name="p", personality=[
+        PersonalityAxis(name="zest", value=0.2, negative_pole="dull", positive_pole="zesty"),
+        PersonalityAxis(name="humor", value=0.0, negative_pole="serious", positive_pole="funny")])
+    grammar = reply_grammar(profile)
+    # (xgrammar writes an object's properties in the schema's order: the harness's axes, then the profile's)
+    own = format_action(Action("apply_delta", {"adjustments": {"depth": 1.0, "zest": -0.5}, "confidence": 1}))
+    assert _matches(grammar, own, tokenizer)
+    assert parse_delta(own, profile).adjustments == [("depth", 1.0), ("zest", -0.5)]
+    other = format_action(Action("apply_delta", {"adjustments": {"wit": 1.0}, "confidence": 1}))
+    assert not _matches(grammar, other, tokenizer)
+    with pytest.raises(ActionParseError, match="unknown axis 'wit'"):
+        parse_delta(other, profile)

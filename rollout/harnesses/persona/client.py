@@ -9,7 +9,8 @@ observed-signature compute_convergence against the responses seen (analysis.obse
 
 Policies here speak the service's interface, predict(profile, observation) -> PersonalityDelta, plus
 new_episode() (a stateless policy ignores it). The adapters wrap the project's other policies so the
-leave-one-generator-out table plays them all on the same personas.
+leave-one-generator-out table plays them all on the same personas; LLMClientPolicy is the persona LLM as
+/predict-delta serves it (policy llm), on a vLLM engine actor.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from rollout.harnesses.persona.estimator import RustyWormHeuristic, predict_delt
 from rollout.harnesses.persona.evidence_policy import EvidencePolicy, PolicyParams
 from rollout.harnesses.persona.generators import FamilyPersona, Generator
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta, apply_correction
+from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, parse_delta, reply_grammar
+from rollout.harnesses.tools import ActionParseError
 
 MAX_OBSERVATIONS = 10
 
@@ -117,3 +120,34 @@ class CheckpointClientPolicy:
         delta = self.loaded.predict(profile, observation, observations_used=self.used)
         self.used += 1
         return delta
+
+
+class LLMClientPolicy:
+    """The persona LLM as /predict-delta serves it with policy llm: the harness's prompt for (profile,
+    observation), one greedy reply from `engine` (a rollout.engine InferenceEngine actor), sampled under the
+    profile's apply_delta grammar when `constrain` (serve.constrain_replies); a reply that is not a usable
+    apply_delta call is counted in `invalid` and falls back to the persona expert, as the service does."""
+
+    def __init__(self, engine, policy_format: PersonaPolicyFormat, sampling, constrain: bool = True,
+                 timeout_s: float = 600.0) -> None:
+        self.engine, self.format, self.sampling = engine, policy_format, sampling
+        self.constrain, self.timeout_s = constrain, timeout_s
+        self.replies = self.invalid = 0
+
+    def new_episode(self) -> None:
+        return None
+
+    def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
+        import ray
+
+        renderer = self.format.renderer
+        grammar = reply_grammar(profile) if self.constrain else None
+        call = self.engine.generate.remote(self.format.prompt_ids(profile, observation), self.sampling,
+                                           [renderer.end_of_turn_id], 0, grammar)
+        generation = ray.get(call, timeout=self.timeout_s)
+        self.replies += 1
+        try:
+            return parse_delta(renderer.tokenizer.decode(generation.token_ids, skip_special_tokens=True), profile)
+        except ActionParseError:
+            self.invalid += 1
+            return predict_delta(profile, observation)[0]

@@ -39,6 +39,24 @@ _KEYWORD_FEATURES = ["hedging", "tone", "length", "questions", "exclamations", "
                      "code_blocks", "bullets", "numbered"]
 
 
+def delta_action_definition(axes: list[str]) -> ActionDefinition:
+    """apply_delta over `axes`: the harness's own, or (policy_format) those plus a client profile's."""
+    amount = {"type": "number", "minimum": -MAX_AMOUNT, "maximum": MAX_AMOUNT}
+    adjustments = {
+        "type": "object",
+        "description": "axis -> amount to add (times confidence) to that axis; omit axes to leave them",
+        "properties": {axis: amount for axis in axes},
+        "additionalProperties": False,
+    }
+    confidence = {"type": "number", "minimum": 0.0, "maximum": 1.0,
+                  "description": "scales every amount; 1 applies them in full"}
+    return ActionDefinition(
+        "apply_delta",
+        "Adjust your personality axes: each axis value += amount * confidence, clamped to [-1, 1].",
+        {"adjustments": adjustments, "confidence": confidence},
+    )
+
+
 class PersonaHarness(BaseHarness):
     def __init__(self, split: str = "train", max_observations: int = MAX_OBSERVATIONS, timeout_seconds: float | None = None) -> None:
         if split not in SPLITS:
@@ -61,20 +79,7 @@ class PersonaHarness(BaseHarness):
         self._rng = random.Random()
 
     def get_action_space(self) -> list[ActionDefinition]:
-        amount = {"type": "number", "minimum": -MAX_AMOUNT, "maximum": MAX_AMOUNT}
-        adjustments = {
-            "type": "object",
-            "description": "axis -> amount to add (times confidence) to that axis; omit axes to leave them",
-            "properties": {axis: amount for axis in AXES},
-            "additionalProperties": False,
-        }
-        confidence = {"type": "number", "minimum": 0.0, "maximum": 1.0,
-                      "description": "scales every amount; 1 applies them in full"}
-        return [ActionDefinition(
-            "apply_delta",
-            "Adjust your personality axes: each axis value += amount * confidence, clamped to [-1, 1].",
-            {"adjustments": adjustments, "confidence": confidence},
-        )]
+        return [delta_action_definition(AXES)]
 
     async def _reset(self, rng: random.Random) -> Observation:
         index = self.seed if self.seed is not None and self.seed >= 0 else rng.randrange(2**31)

@@ -6,7 +6,9 @@ system prompt and its first turn (rollout.harnesses.persona.first_observation_te
 response, the profile), with the convergence shown as the observation's similarity_to_target. Its reply is an
 apply_delta call {axis: amount} on the harness's axes, amounts in [-2, 2], confidence in [0, 1]; values
 outside are clamped, anything else is refused (ActionParseError), and the service falls back to the persona
-expert.
+expert. A RustyWorm profile may name axes the harness never does ("warmth", "zest"): the call may adjust those
+too (`delta_actions`), and `reply_grammar` is the grammar of exactly one such call, under which a served model's
+reply always parses (vLLM structured outputs; serve.constrain_replies).
 
 One rule differs between the harness and RustyWorm: the harness's profile has every axis, while a RustyWorm
 profile may lack some, and apply_correction adds a missing axis with the UNSCALED amount. The model means
@@ -19,8 +21,9 @@ from __future__ import annotations
 import math
 
 from rollout.chat import ChatRenderer, system_prompt
-from rollout.harnesses.persona.harness import MAX_AMOUNT, PersonaHarness, first_observation_text
-from rollout.harnesses.tools import Action, ActionParseError, format_action, parse_action
+from rollout.harnesses.base import ActionDefinition
+from rollout.harnesses.persona.harness import MAX_AMOUNT, PersonaHarness, delta_action_definition, first_observation_text
+from rollout.harnesses.tools import Action, ActionParseError, format_action, parse_action, tool_call_grammar
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
 from rollout.harnesses.persona.profiles import AXES
 
@@ -44,17 +47,30 @@ class PersonaPolicyFormat:
         return self.renderer.tokenizer.encode(text, add_special_tokens=False) + [self.renderer.end_of_turn_id]
 
 
+def delta_actions(profile: AiProfile) -> list[ActionDefinition]:
+    """apply_delta over the harness's axes and, after them, the profile's own other axes."""
+    extra = [axis.name for axis in profile.personality if axis.name not in AXES]
+    return [delta_action_definition([*AXES, *dict.fromkeys(extra)])] if extra else PERSONA_ACTIONS
+
+
+def reply_grammar(profile: AiProfile) -> str:
+    """The grammar of exactly one apply_delta call for this profile (tool_call_grammar: cached per axis set)."""
+    return tool_call_grammar(delta_actions(profile))
+
+
 def parse_delta(reply: str, profile: AiProfile) -> PersonalityDelta:
     """The PersonalityDelta of a model's apply_delta reply; ActionParseError says why a reply is unusable."""
-    action = parse_action(reply, PERSONA_ACTIONS)
+    actions = delta_actions(profile)
+    action = parse_action(reply, actions)
     adjustments, confidence = action.arguments["adjustments"], action.arguments["confidence"]
     if not isinstance(adjustments, dict):
         raise ActionParseError(f"adjustments must be an object axis -> amount, got {type(adjustments).__name__}")
     confidence = _clamp(_number(confidence, "confidence"), 0.0, 1.0)
+    axes = actions[0].parameters["adjustments"]["properties"]
     pairs: list[tuple[str, float]] = []
     for axis, amount in adjustments.items():
-        if axis not in AXES:
-            raise ActionParseError(f"unknown axis {axis!r}; axes: {', '.join(AXES)}")
+        if axis not in axes:
+            raise ActionParseError(f"unknown axis {axis!r}; axes: {', '.join(axes)}")
         amount = _clamp(_number(amount, f"adjustments.{axis}"), -MAX_AMOUNT, MAX_AMOUNT)
         if profile.personality_value(axis) is None:
             amount *= confidence  # RustyWorm adds a missing axis unscaled (module doc)
@@ -64,10 +80,10 @@ def parse_delta(reply: str, profile: AiProfile) -> PersonalityDelta:
 
 def delta_action(delta: PersonalityDelta, profile: AiProfile) -> Action:
     """The apply_delta call that parse_delta reads back as `delta` (up to clamping and rounding). Only the
-    harness's axes can be written; an axis named twice is written once with the amounts summed."""
+    harness's axes and the profile's can be written; an axis named twice is written once with the amounts summed."""
     amounts: dict[str, float] = {}
     for axis, amount in delta.adjustments:
-        if axis not in AXES:
+        if axis not in AXES and profile.personality_value(axis) is None:
             continue
         if profile.personality_value(axis) is None:
             amount = amount / delta.confidence if delta.confidence > 0 else 0.0
