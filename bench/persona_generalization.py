@@ -16,7 +16,12 @@ the end.
 
     PYTHONPATH=$PWD python bench/persona_generalization.py [--personas 200] [--fit-personas 30] [--rllib CKPT]
         [--generators NAME ...] [--llm-model DIR [--llm-cache runs/persona-llm-texts.parquet]]
-        [--persona-llm DIR [--persona-llm-personas 20] [--free-text]]
+        [--persona-llm DIR [--persona-llm-personas 20] [--free-text]] [--similarity KIND]
+
+--similarity replaces every generator's similarity_to_target with what another kind of client might send
+(texts unchanged): constant (0.5), zero (RustyWorm's default 0.0), noisy (the convergence to the target plus
+Gaussian noise, sd 0.02), coarse (the convergence rounded to 2 decimals), observed (RustyWorm's observed-signature
+compute_convergence over the responses so far, which never sees the target).
 
 --llm-model adds the sixth generator, a real model writing the target's answers from its traits
 (rollout.harnesses.persona.llm_generator), judged only (fitting stays on the five template generators); its
@@ -32,14 +37,40 @@ import math
 import random
 import statistics
 import time
+import weakref
 
 from rollout.harnesses.persona.client import (
     CheckpointClientPolicy, DeltaPolicy, EpisodeResult, EvidenceClientPolicy, ExpertClientPolicy,
     HeuristicClientPolicy, LLMClientPolicy, play_episode,
 )
+from rollout.harnesses.persona.analysis import convergence, observed_convergence
 from rollout.harnesses.persona.evidence_policy import DEFAULT_PARAMS, PolicyParams
-from rollout.harnesses.persona.generators import GENERATORS, family_persona
+from rollout.harnesses.persona.generators import GENERATORS, Generator, family_persona
 from rollout.harnesses.persona.llm_generator import LLMGenerator
+from rollout.harnesses.persona.models import AiProfile, BehaviorObservation
+
+SIMILARITIES = ("own", "constant", "zero", "noisy", "coarse", "observed")
+
+
+class OtherSimilarity:
+    """A generator's texts with the similarity another kind of client would send (see --similarity)."""
+
+    def __init__(self, generator: Generator, kind: str) -> None:
+        self.generator, self.kind, self.name = generator, kind, generator.name
+        self.responses: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # episode rng -> responses so far
+
+    def observe(self, target: AiProfile, current: AiProfile, rng: random.Random) -> BehaviorObservation:
+        observation = self.generator.observe(target, current, rng)
+        true = convergence(current, target)
+        if self.kind == "observed":
+            seen = self.responses.setdefault(rng, [])
+            seen.append(observation.response)
+        similarity = {
+            "constant": lambda: 0.5, "zero": lambda: 0.0, "coarse": lambda: round(true, 2),
+            "noisy": lambda: min(1.0, max(0.0, true + rng.gauss(0.0, 0.02))),
+            "observed": lambda: observed_convergence(current, self.responses[rng]),
+        }[self.kind]()
+        return observation.model_copy(update={"similarity_to_target": round(similarity, 6)})
 
 # The fitting grid (bench-side: the policy ships DEFAULT_PARAMS, the fit over all generators).
 GRID = {"cue_scale": (2.0, 4.0), "max_move": (0.5, 2.0), "max_axes": (1, 2)}
@@ -144,7 +175,12 @@ def main() -> None:
     parser.add_argument("--persona-llm", metavar="DIR", help="add the persona LLM row: a model directory or checkpoint")
     parser.add_argument("--persona-llm-personas", type=int, default=20, help="judge personas it plays per fold")
     parser.add_argument("--free-text", action="store_true", help="also play it without the reply grammar")
+    parser.add_argument("--similarity", choices=SIMILARITIES, default="own",
+                        help="the similarity the client sends (own: each generator's own measure)")
     args = parser.parse_args()
+    if args.similarity != "own":
+        for name in list(GENERATORS):
+            GENERATORS[name] = OtherSimilarity(GENERATORS[name], args.similarity)
     if args.fit_all:
         print(f"fitted on all generators: {fit(list(GENERATORS), args.fit_personas, args.max_observations)}")
         return
@@ -158,14 +194,16 @@ def main() -> None:
     if not args.persona_llm:
         notes.append("persona LLM: skipped (--persona-llm names a model directory or a trained run's checkpoint)")
     print(f"{args.personas} judge personas per held-out generator, max {args.max_observations} observations, "
-          f"fit on {args.fit_personas} fit personas of each other generator; served default: {DEFAULT_PARAMS}")
+          f"fit on {args.fit_personas} fit personas of each other generator; similarity: {args.similarity}; "
+          f"served default: {DEFAULT_PARAMS}")
     held_outs = list(args.generators)
     if args.llm_model or args.persona_llm:
         import ray
 
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     if args.llm_model:
-        GENERATORS["llm"] = llm_generator(args)  # judged only: fitting stays on the template generators
+        generator = llm_generator(args)  # judged only: fitting stays on the template generators
+        GENERATORS["llm"] = generator if args.similarity == "own" else OtherSimilarity(generator, args.similarity)
         held_outs.append("llm")
     llm_rows = []
     if args.persona_llm:
