@@ -251,7 +251,8 @@ def test_valid_reply_becomes_a_clamped_delta():
     "reply",
     [
         "the weather is nice",
-        '<tool_call>{"name": "apply_delta", "arguments": {"adjustments": {"sarcasm": 0.5}, "confidence": 1}}'
+        # an axis neither the harness nor the profile has ("sarcasm", the profile's own, is allowed)
+        '<tool_call>{"name": "apply_delta", "arguments": {"adjustments": {"zest": 0.5}, "confidence": 1}}'
         "</tool_call>",
         '{"name": "apply_delta", "arguments": {"adjustments": {"humor": "lots"}, "confidence": 1}}',
         '{"name": "apply_delta", "arguments": {"adjustments": [["humor", 0.1]], "confidence": 1}}',
@@ -270,12 +271,13 @@ def test_unusable_replies_are_refused(reply):
 
 def test_training_text_reads_back_as_the_action():
     profile = AiProfile.model_validate_json(PROFILE_JSON)
-    action = PersonalityDelta(adjustments=[("confidence", 0.1), ("formality", 0.3), ("sarcasm", 0.4)], confidence=0.8)
+    action = PersonalityDelta(
+        adjustments=[("confidence", 0.1), ("formality", 0.3), ("sarcasm", 0.4), ("zest", 0.2)], confidence=0.8)
     written = delta_action(action, profile)
     back = parse_delta(format_action(written), profile)
-    # "sarcasm" is not a harness axis, so the model cannot write it; the others come back as they were.
+    # "sarcasm" is the profile's own axis, so the model can write it too; "zest" neither it nor the harness has.
     assert back.confidence == 0.8
-    assert dict(back.adjustments) == pytest.approx({"confidence": 0.1, "formality": 0.3})
+    assert dict(back.adjustments) == pytest.approx({"confidence": 0.1, "formality": 0.3, "sarcasm": 0.4})
 
 
 def test_served_prompt_is_the_harness_training_prompt(tiny_model_dir):
