@@ -30,7 +30,7 @@ Rules:
   lacks an axis or two, rarely three), the session is deaf: the axes moved on cues go back to where it found
   them and from then on only the target's self-descriptions move an axis. Cue estimates alone misread: on four
   of the five generators they sit further from the target than the client's own starting values, and under a
-  constant similarity 0.384 of 500 fit personas ended worse with cue moves kept, 0.178 with them undone. A deaf
+  constant similarity 0.384 of 500 fit personas ended worse with cue moves kept, 0.234 with them undone. A deaf
   session still makes small test moves; should the similarity move after all (the moved axes were ones the
   target lacks), cues act again.
 - Similarity is also measured, by magnitude (the slope models). If the client's similarity is a sum of
