@@ -145,7 +145,7 @@ class _Session:
     scale: float = 0.0  # its scale when it did
     inconsistent: bool = False  # the similarity broke the slope model once: sign only for this session
     origin: dict[str, float] = field(default_factory=dict)  # the profile as the session first saw it
-    similarities: list[float] = field(default_factory=list)  # every similarity the client reported
+    similarity_range: tuple[float, float] = (math.inf, -math.inf)  # lowest and highest similarity reported
     deaf: bool = False  # the similarity never moved although we did: text cues alone, which misread more than they read
 
 
@@ -396,7 +396,8 @@ class EvidencePolicy:
     def _add_evidence(self, session: _Session, profile: AiProfile, observation: BehaviorObservation) -> None:
         reading = read_text(observation.response, observation.patterns)
         session.observations += 1
-        session.similarities.append(observation.similarity_to_target)
+        similarity, (low, high) = observation.similarity_to_target, session.similarity_range
+        session.similarity_range = (min(low, similarity), max(high, similarity))
         session.sentences += reading.sentences
         if reading.length > 0:
             session.lengths.append(reading.length)
@@ -424,7 +425,8 @@ class EvidencePolicy:
         all (the moved axes were ones the target lacks, and a test move found one it has), cues act again."""
         if not session.origin:
             session.origin = dict(start)
-        changed = max(session.similarities) - min(session.similarities) > FLAT_CHANGE
+        low, high = session.similarity_range
+        changed = high - low > FLAT_CHANGE
         if session.deaf and changed:
             session.deaf = False
             notes.append("the similarity moved after all: cues act again")
