@@ -107,14 +107,17 @@ def play_llm(make_policy, generator: str, count: int, max_observations: int) -> 
     return results, sum(p.replies for p in policies), sum(p.invalid for p in policies)
 
 
-def persona_llm(model_dir: str):
-    """(constrained, free-text) factories of LLMClientPolicy on one vLLM engine actor loaded with `model_dir`."""
+def persona_llm(path: str):
+    """(constrained, free-text) factories of LLMClientPolicy on one vLLM engine actor loaded with `path`: a
+    model directory, a learner checkpoint or a run directory (its newest checkpoint), full weights."""
     from transformers import AutoTokenizer
 
     from rollout.chat import ChatRenderer
     from rollout.engine import EngineConfig, SamplingConfig, start_engines
     from rollout.harnesses.persona.policy_format import PersonaPolicyFormat
+    from rollout.models.checkpoints import resolve_model_dir
 
+    model_dir = str(resolve_model_dir(path))
     (engine,) = start_engines(model_dir, EngineConfig(dtype="float32", max_model_len=2048))
     policy_format = PersonaPolicyFormat(ChatRenderer(AutoTokenizer.from_pretrained(model_dir)))
     sampling = SamplingConfig(temperature=0.0, max_tokens=256)  # configs/serve.yaml's
@@ -172,7 +175,7 @@ def main() -> None:
     parser.add_argument("--llm-model", metavar="DIR", help="add the LLM generator (a model directory, e.g. an import)")
     parser.add_argument("--llm-cache", default="runs/persona-llm-texts.parquet", help="its Parquet text cache")
     parser.add_argument("--llm-texts", type=int, default=2, help="cached texts per judge persona")
-    parser.add_argument("--persona-llm", metavar="DIR", help="add the persona LLM row: a model directory or checkpoint")
+    parser.add_argument("--persona-llm", metavar="DIR", help="add the persona LLM row: a model, checkpoint or run directory")
     parser.add_argument("--persona-llm-personas", type=int, default=20, help="judge personas it plays per fold")
     parser.add_argument("--free-text", action="store_true", help="also play it without the reply grammar")
     parser.add_argument("--similarity", choices=SIMILARITIES, default="own",
