@@ -49,6 +49,9 @@ from rollout.harnesses.persona.generators import GENERATORS, Generator, family_p
 from rollout.harnesses.persona.llm_generator import LLMGenerator
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation
 
+# The persona LLM's context: the tiny model's whole one (configs/persona.yaml); a longer prompt falls back, as in
+# the service (whose configs/serve.yaml default is 2048).
+PERSONA_LLM_CONTEXT = 4096
 SIMILARITIES = ("own", "constant", "zero", "noisy", "coarse", "observed")
 
 
@@ -96,15 +99,15 @@ def fit(generators: list[str], count: int, max_observations: int) -> PolicyParam
     return best
 
 
-def play_llm(make_policy, generator: str, count: int, max_observations: int) -> tuple[list[EpisodeResult], int, int]:
+def play_llm(make_policy, generator: str, count: int, max_observations: int) -> tuple[list[EpisodeResult], int, int, int]:
     """The persona LLM on `count` judge personas, all at once (the engine batches them): (results, replies,
-    invalid replies)."""
+    invalid replies, prompts too long for the context)."""
     policies = [make_policy() for _ in range(count)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
         results = list(pool.map(
             lambda i: play_episode(policies[i], family_persona("judge", generator, i), GENERATORS[generator],
                                    random.Random(f"judge-episode-{generator}-{i}"), max_observations), range(count)))
-    return results, sum(p.replies for p in policies), sum(p.invalid for p in policies)
+    return results, sum(p.replies for p in policies), sum(p.invalid for p in policies), sum(p.too_long for p in policies)
 
 
 def persona_llm(path: str):
@@ -118,11 +121,11 @@ def persona_llm(path: str):
     from rollout.models.checkpoints import resolve_model_dir
 
     model_dir = str(resolve_model_dir(path))
-    (engine,) = start_engines(model_dir, EngineConfig(dtype="float32", max_model_len=2048))
+    (engine,) = start_engines(model_dir, EngineConfig(dtype="float32", max_model_len=PERSONA_LLM_CONTEXT))
     policy_format = PersonaPolicyFormat(ChatRenderer(AutoTokenizer.from_pretrained(model_dir)))
     sampling = SamplingConfig(temperature=0.0, max_tokens=256)  # configs/serve.yaml's
-    return (lambda: LLMClientPolicy(engine, policy_format, sampling, constrain=True),
-            lambda: LLMClientPolicy(engine, policy_format, sampling, constrain=False))
+    return (lambda: LLMClientPolicy(engine, policy_format, sampling, PERSONA_LLM_CONTEXT, constrain=True),
+            lambda: LLMClientPolicy(engine, policy_format, sampling, PERSONA_LLM_CONTEXT, constrain=False))
 
 
 def llm_generator(args: argparse.Namespace) -> LLMGenerator:
@@ -227,11 +230,12 @@ def main() -> None:
         starts = [r.start_convergence for r in results]
         validity = []
         for name, make_policy in llm_rows:
-            played, replies, invalid = play_llm(make_policy, held_out, args.persona_llm_personas, args.max_observations)
+            played, replies, invalid, too_long = play_llm(make_policy, held_out, args.persona_llm_personas, args.max_observations)
             print(row(f"{name} ({args.persona_llm_personas} personas)", played), flush=True)
             low, high = wilson(replies - invalid, replies)
             validity.append(f"{name}: {replies - invalid} of {replies} replies were valid apply_delta calls "
-                            f"({(replies - invalid) / replies:.3f} [{low:.3f}, {high:.3f}]; the rest fell back to the expert)")
+                            f"({(replies - invalid) / replies:.3f} [{low:.3f}, {high:.3f}]; the rest fell back to the expert); "
+                            f"{too_long} prompts did not fit the {PERSONA_LLM_CONTEXT}-token context (fell back too)")
         for line in validity:
             print(line)
         print(f"start convergence {mean_ci(starts)}; {time.perf_counter() - start:.0f} s")

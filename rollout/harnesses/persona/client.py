@@ -126,13 +126,14 @@ class LLMClientPolicy:
     """The persona LLM as /predict-delta serves it with policy llm: the harness's prompt for (profile,
     observation), one greedy reply from `engine` (a rollout.engine InferenceEngine actor), sampled under the
     profile's apply_delta grammar when `constrain` (serve.constrain_replies); a reply that is not a usable
-    apply_delta call is counted in `invalid` and falls back to the persona expert, as the service does."""
+    apply_delta call is counted in `invalid`, a prompt that does not fit `max_model_len` (the engine's context)
+    in `too_long`, and both fall back to the persona expert, as the service does."""
 
-    def __init__(self, engine, policy_format: PersonaPolicyFormat, sampling, constrain: bool = True,
-                 timeout_s: float = 600.0) -> None:
-        self.engine, self.format, self.sampling = engine, policy_format, sampling
+    def __init__(self, engine, policy_format: PersonaPolicyFormat, sampling, max_model_len: int,
+                 constrain: bool = True, timeout_s: float = 600.0) -> None:
+        self.engine, self.format, self.sampling, self.max_model_len = engine, policy_format, sampling, max_model_len
         self.constrain, self.timeout_s = constrain, timeout_s
-        self.replies = self.invalid = 0
+        self.replies = self.invalid = self.too_long = 0
 
     def new_episode(self) -> None:
         return None
@@ -141,11 +142,16 @@ class LLMClientPolicy:
         import ray
 
         renderer = self.format.renderer
-        grammar = reply_grammar(profile) if self.constrain else None
-        call = self.engine.generate.remote(self.format.prompt_ids(profile, observation), self.sampling,
-                                           [renderer.end_of_turn_id], 0, grammar)
-        generation = ray.get(call, timeout=self.timeout_s)
+        prompt = self.format.prompt_ids(profile, observation)
+        room = self.max_model_len - len(prompt)
+        if room < 1:
+            self.too_long += 1
+            return predict_delta(profile, observation)[0]
         self.replies += 1
+        sampling = self.sampling.model_copy(update={"max_tokens": min(self.sampling.max_tokens, room)})
+        grammar = reply_grammar(profile) if self.constrain else None
+        call = self.engine.generate.remote(prompt, sampling, [renderer.end_of_turn_id], 0, grammar)
+        generation = ray.get(call, timeout=self.timeout_s)
         try:
             return parse_delta(renderer.tokenizer.decode(generation.token_ids, skip_special_tokens=True), profile)
         except ActionParseError:
