@@ -264,3 +264,36 @@ def test_a_similarity_that_never_moves_leaves_only_self_descriptions_acting():
     deaf = next(i for i, r in enumerate(reasons) if "the similarity never changed" in r)
     assert any("cues act again" in r for r in reasons[deaf + 1:]), reasons
     assert values[-1]["warmth"] == pytest.approx(0.9, abs=0.03), (values[-1], reasons)
+
+
+# --- the persona LLM as a client policy (the bench's --persona-llm row) ----------------------------------
+
+
+def test_the_persona_llm_client_counts_replies_and_falls_back_on_a_prompt_that_does_not_fit(engine, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from rollout.chat import ChatRenderer
+    from rollout.engine import SamplingConfig
+    from rollout.harnesses.persona.client import LLMClientPolicy
+    from rollout.harnesses.persona.estimator import predict_delta
+    from rollout.harnesses.persona.policy_format import PersonaPolicyFormat
+
+    policy_format = PersonaPolicyFormat(ChatRenderer(AutoTokenizer.from_pretrained(tiny_model_dir)))
+    sampling = SamplingConfig(temperature=0.0, max_tokens=64)
+    persona = family_persona("judge", "plainspoken", 0)
+    observation = GENERATORS["plainspoken"].observe(persona.target, persona.start, random.Random(0))
+    expert = predict_delta(persona.start, observation)[0]
+    prompt_length = len(policy_format.prompt_ids(persona.start, observation))
+    assert prompt_length + 64 <= 2048, prompt_length  # the session engine's context (conftest)
+
+    fits = LLMClientPolicy(engine, policy_format, sampling, max_model_len=2048)
+    delta = fits.predict(persona.start, observation)
+    assert (fits.replies, fits.too_long) == (1, 0)
+    if fits.invalid:  # cut off by max_tokens: the expert answers, as in the service
+        assert delta == expert
+    else:  # under the grammar: only the harness's axes and the profile's own
+        assert {axis for axis, _ in delta.adjustments} <= set(AXES) | {axis.name for axis in persona.start.personality}
+
+    short = LLMClientPolicy(engine, policy_format, sampling, max_model_len=prompt_length)  # no room for a reply
+    assert short.predict(persona.start, observation) == expert
+    assert (short.replies, short.invalid, short.too_long) == (0, 0, 1)
