@@ -84,7 +84,7 @@ from rollout.data.trajectory import Trajectory
 from serve.config import PublishedPolicy, ServeConfig
 from serve.guards import GuardSettings, RequestGuard
 from serve.llm_server import llm_config, llm_deployment
-from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, parse_delta, reply_grammar
+from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, parse_delta, reply_grammar, reply_sampling
 from serve.schemas import (
     PredictDeltaRequest,
     PredictDeltaResponse,
@@ -260,12 +260,11 @@ class PolicyService(OpenAiIngress):
             delta, confidence, reasoning = estimator.predict_delta(request.profile, request.observation)
             return PredictDeltaResponse(delta=delta, confidence=confidence, reasoning=reasoning)
         prompt = self.format.prompt_ids(request.profile, request.observation)
-        room = self.config.engine.max_model_len - len(prompt)
-        if room < 1:
-            context = self.config.engine.max_model_len
+        context = self.config.engine.max_model_len
+        sampling = reply_sampling(self.config.sampling, len(prompt), context)
+        if sampling is None:
             why = f"the prompt ({len(prompt)} tokens) does not fit the model's context of {context}"
             return self._fallback(request, why)
-        sampling = self.config.sampling.model_copy(update={"max_tokens": min(self.config.sampling.max_tokens, room)})
         try:
             grammar = reply_grammar(request.profile) if self.config.constrain_replies else None
             generation = await self.llm.generate.remote(prompt, sampling, [self.end_of_turn], None, grammar)

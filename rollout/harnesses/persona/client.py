@@ -19,13 +19,15 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
+import ray
+
 from rollout.harnesses.base import Observation
 from rollout.harnesses.persona.analysis import CONVERGED_AT, convergence, observed_convergence
 from rollout.harnesses.persona.estimator import RustyWormHeuristic, predict_delta
 from rollout.harnesses.persona.evidence_policy import EvidencePolicy, PolicyParams
 from rollout.harnesses.persona.generators import FamilyPersona, Generator
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta, apply_correction
-from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, parse_delta, reply_grammar
+from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, parse_delta, reply_grammar, reply_sampling
 from rollout.harnesses.tools import ActionParseError
 
 MAX_OBSERVATIONS = 10
@@ -139,16 +141,13 @@ class LLMClientPolicy:
         return None
 
     def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
-        import ray
-
         renderer = self.format.renderer
         prompt = self.format.prompt_ids(profile, observation)
-        room = self.max_model_len - len(prompt)
-        if room < 1:
+        sampling = reply_sampling(self.sampling, len(prompt), self.max_model_len)
+        if sampling is None:
             self.too_long += 1
             return predict_delta(profile, observation)[0]
         self.replies += 1
-        sampling = self.sampling.model_copy(update={"max_tokens": min(self.sampling.max_tokens, room)})
         grammar = reply_grammar(profile) if self.constrain else None
         call = self.engine.generate.remote(prompt, sampling, [renderer.end_of_turn_id], 0, grammar)
         generation = ray.get(call, timeout=self.timeout_s)

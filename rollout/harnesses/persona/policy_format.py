@@ -19,6 +19,7 @@ divided by it when an action is written back as text for training), which keeps 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from rollout.chat import ChatRenderer, system_prompt
 from rollout.harnesses.base import ActionDefinition
@@ -26,6 +27,9 @@ from rollout.harnesses.persona.harness import MAX_AMOUNT, PersonaHarness, delta_
 from rollout.harnesses.tools import Action, ActionParseError, format_action, parse_action, tool_call_grammar
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
 from rollout.harnesses.persona.profiles import AXES
+
+if TYPE_CHECKING:
+    from rollout.engine import SamplingConfig
 
 DELTA_ACTION = "apply_delta"
 PERSONA_ACTIONS = PersonaHarness().get_action_space()  # built once: parse_delta runs on every request
@@ -56,6 +60,13 @@ def delta_actions(profile: AiProfile) -> list[ActionDefinition]:
 def reply_grammar(profile: AiProfile) -> str:
     """The grammar of exactly one apply_delta call for this profile (tool_call_grammar: cached per axis set)."""
     return tool_call_grammar(delta_actions(profile))
+
+
+def reply_sampling(sampling: SamplingConfig, prompt_length: int, max_model_len: int) -> SamplingConfig | None:
+    """`sampling` with max_tokens cut to the room the context leaves after the prompt; None when the prompt
+    leaves none (the service and the bench's client then fall back to the persona expert)."""
+    room = max_model_len - prompt_length
+    return sampling.model_copy(update={"max_tokens": min(sampling.max_tokens, room)}) if room >= 1 else None
 
 
 def parse_delta(reply: str, profile: AiProfile) -> PersonalityDelta:
