@@ -1,5 +1,6 @@
 """Persona policies on clients they were not built for: the generator family, the evidence policy, both
-convergences, and the held-out comparison with RustyWorm's heuristic."""
+convergences, the held-out comparison with RustyWorm's heuristic, and the similarity guard that keeps every
+other servable policy from leaving profiles worse on average."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ import pytest
 
 from rollout.harnesses.persona import generators as generators_module
 from rollout.harnesses.persona.analysis import TRAIT_MARKERS, convergence, observed_convergence
-from rollout.harnesses.persona.client import EvidenceClientPolicy, HeuristicClientPolicy, play_episode
+from rollout.harnesses.persona.client import (
+    EvidenceClientPolicy, ExpertClientPolicy, GuardedClientPolicy, HeuristicClientPolicy, play_episode,
+)
 from rollout.harnesses.persona.evidence_policy import EvidencePolicy
 from rollout.harnesses.persona.generators import AXIS_POOL, GENERATORS, MAX_AXES, MIN_AXES, family_persona
 from rollout.harnesses.persona.lexicon import axis_channel, parse_patterns
-from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityAxis, apply_correction
+from rollout.harnesses.persona.models import (
+    AiProfile, BehaviorObservation, PersonalityAxis, PersonalityDelta, apply_correction,
+)
 from rollout.harnesses.persona.profiles import AXES
+from rollout.harnesses.persona.similarity_guard import SimilarityGuard
 from rollout.harnesses.persona.simulator import BODY_SENTENCES
 
 
@@ -297,3 +303,120 @@ def test_the_persona_llm_client_counts_replies_and_falls_back_on_a_prompt_that_d
     short = LLMClientPolicy(engine, policy_format, sampling, max_model_len=prompt_length)  # no room for a reply
     assert short.predict(persona.start, observation) == expert
     assert (short.replies, short.invalid, short.too_long) == (0, 0, 1)
+
+
+# --- the similarity guard: every other servable policy, no worse on average ------------------------------
+
+
+def values(current: AiProfile) -> dict[str, float]:
+    return {axis.name: axis.value for axis in current.personality}
+
+
+def seen(similarity: float) -> BehaviorObservation:
+    return BehaviorObservation(query="q", response="An answer.", similarity_to_target=similarity)
+
+
+def test_the_guarded_expert_ends_no_worse_on_average_and_the_unguarded_one_does_not():
+    """100 judge personas of each generator: the persona expert alone leaves them worse on average than it found
+    them; through the similarity guard (as /predict-delta serves it) it does not."""
+    for name, generator in GENERATORS.items():
+        finals, starts = {}, []
+        for label, policy in (("raw", ExpertClientPolicy()), ("guarded", GuardedClientPolicy(ExpertClientPolicy()))):
+            results = [play_episode(policy, family_persona("judge", name, i), generator,
+                                    random.Random(f"judge-episode-{name}-{i}")) for i in range(100)]
+            finals[label] = statistics.mean(r.final_convergence for r in results)
+            starts = [r.start_convergence for r in results]
+        start = statistics.mean(starts)
+        assert finals["raw"] < start <= finals["guarded"], (name, start, finals)
+
+
+def test_the_guard_undoes_a_step_that_lowered_the_similarity_and_drops_that_move_after():
+    guard = SimilarityGuard()
+    start = profile({"confidence": 0.0, "humor": 0.5}, "guarded")
+    first = guard.prepare(start, seen(0.7))
+    assert first.profile == start and first.passes
+    step = PersonalityDelta(adjustments=[("confidence", 0.4), ("humor", -0.2)], confidence=0.5)
+    delta, note = guard.finish(first, step)
+    assert delta == PersonalityDelta(adjustments=[("confidence", 0.2), ("humor", -0.1)], confidence=1.0) and note == ""
+    after = apply_correction(start, delta)
+    fell = guard.prepare(after, seen(0.6))
+    assert values(fell.profile) == values(start)  # the undo, part of this answer
+    inner = PersonalityDelta(adjustments=[("confidence", 0.3), ("humor", 0.2)], confidence=1.0)
+    delta, note = guard.finish(fell, inner)  # confidence up was rejected, humor up was not (humor down was)
+    assert dict(delta.adjustments) == pytest.approx({"confidence": -0.2, "humor": 0.3})
+    assert "undone" in note and "dropped 1 move" in note
+    retried = apply_correction(after, delta)
+    assert values(retried) == pytest.approx({"confidence": 0.0, "humor": 0.7})
+    # judged against the similarity before the undone step (0.7), not the one the undo was sent with (0.6)
+    again = guard.prepare(retried, seen(0.65))
+    assert values(again.profile) == pytest.approx(values(start)) and "undone" in again.notes[0]
+    delta, _ = guard.finish(again, PersonalityDelta(adjustments=[("humor", 0.1), ("confidence", -0.1)], confidence=1.0))
+    assert dict(delta.adjustments) == pytest.approx({"humor": -0.2, "confidence": -0.1})  # humor up: rejected now
+
+
+def test_a_profile_not_as_the_guard_left_it_judges_nothing():
+    guard = SimilarityGuard()
+    start = profile({"confidence": 0.0, "humor": 0.5}, "blended")
+    step = PersonalityDelta(adjustments=[("confidence", 0.4)], confidence=1.0)
+    guard.finish(guard.prepare(start, seen(0.7)), step)
+    for current in (profile({"confidence": 0.3, "humor": 0.5}, "blended"),  # the client blended in its own nudge
+                    start,  # or restarted
+                    profile({"confidence": 0.4, "humor": 0.5, "extra": 0.1}, "blended")):  # or added an axis
+        prepared = guard.prepare(current, seen(0.1))
+        assert prepared.profile == current and prepared.passes and not prepared.notes
+        delta, note = guard.finish(prepared, step)
+        assert dict(delta.adjustments) == {"confidence": 0.4} and note == ""
+
+
+def test_a_similarity_that_never_changes_moves_the_axes_back_and_then_passes_nothing():
+    guard = SimilarityGuard()
+    start = profile({"confidence": 0.2, "humor": -0.5, "zorblax": 0.3}, "deaf")
+    current = start
+    step = PersonalityDelta(adjustments=[("confidence", 0.4), ("humor", 0.4), ("warmth", 0.6)], confidence=0.5)
+    delta, _ = guard.finish(guard.prepare(current, seen(0.0)), step)  # RustyWorm's default 0.0
+    current = apply_correction(current, delta)
+    assert values(current) == pytest.approx({"confidence": 0.4, "humor": -0.3, "zorblax": 0.3, "warmth": 0.6})
+    prepared = guard.prepare(current, seen(0.0))
+    assert not prepared.passes and "never changed" in prepared.notes[0]
+    assert values(prepared.profile) == pytest.approx(values(start) | {"warmth": 0.0})  # added: 0, as if missing
+    for _ in range(3):  # from then on nothing passes
+        delta, _ = guard.finish(prepared, step)
+        current = apply_correction(current, delta)
+        assert values(current) == pytest.approx(values(start) | {"warmth": 0.0})
+        prepared = guard.prepare(current, seen(0.0))
+    delta, note = guard.finish(guard.prepare(current, seen(0.3)), step)  # the similarity changed: moves pass again
+    assert "pass again" in note
+    assert dict(delta.adjustments) == pytest.approx({"confidence": 0.2, "humor": 0.2, "warmth": 0.3})
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_guards_delta_gives_exactly_the_inner_delta_on_the_prepared_profile(seed):
+    """The delta sent, applied by the client to the profile it sent, is the inner policy's delta applied to the
+    prepared profile (an undo and the inner step in one, new axes included), to the 4 decimals sent."""
+    rng = random.Random(seed)
+    names = ["confidence", "humor", "warmth", "zorblax", "verbosity"]
+
+    def random_delta() -> PersonalityDelta:
+        moved = rng.sample(names + ["quux", "formality"], rng.randint(1, 5))
+        adjustments = [(n, rng.uniform(-1.5, 1.5)) for n in moved]
+        return PersonalityDelta(adjustments=adjustments, confidence=rng.uniform(0.1, 1))
+
+    guard = SimilarityGuard()
+    current = profile({n: rng.uniform(-1, 1) for n in rng.sample(names, 3)}, f"compose-{seed}")
+    for similarity in (0.6, 0.5, 0.7, 0.4, 0.4):  # falls: undo and inner step composed
+        prepared = guard.prepare(current, seen(similarity))
+        inner = random_delta()
+        delta, _ = guard.finish(prepared, inner)
+        assert delta.confidence == 1.0
+        assert all(amount != 0 and round(amount, 4) == amount for _, amount in delta.adjustments)
+        kept = [(n, a) for n, a in inner.adjustments if (n, 1 if a > 0 else -1) not in prepared.session.rejected]
+        expected = values(apply_correction(prepared.profile, inner.model_copy(update={"adjustments": kept})))
+        current = apply_correction(current, delta)
+        assert values(current) == pytest.approx(expected, abs=5e-5 + 1e-12)
+
+
+def test_the_guards_memory_is_bounded():
+    guard = SimilarityGuard(memory_size=2)
+    for name in ("a", "b", "c"):
+        guard.finish(guard.prepare(profile({"confidence": 0.0}, name), seen(0.5)), PersonalityDelta())
+    assert list(guard._sessions) == ["b", "c"]

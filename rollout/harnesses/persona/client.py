@@ -10,7 +10,8 @@ observed-signature compute_convergence against the responses seen (analysis.obse
 Policies here speak the service's interface, predict(profile, observation) -> PersonalityDelta, plus
 new_episode() (a stateless policy ignores it). The adapters wrap the project's other policies so the
 leave-one-generator-out table plays them all on the same personas; LLMClientPolicy is the persona LLM as
-/predict-delta serves it (policy llm), on a vLLM engine actor.
+/predict-delta serves it (policy llm), on a vLLM engine actor. GuardedClientPolicy wraps a policy in the
+similarity guard, as the service answers every policy but the evidence one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from rollout.harnesses.persona.evidence_policy import EvidencePolicy, PolicyPara
 from rollout.harnesses.persona.generators import FamilyPersona, Generator
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta, apply_correction
 from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, parse_delta, reply_grammar, reply_sampling
+from rollout.harnesses.persona.similarity_guard import SimilarityGuard
 from rollout.harnesses.tools import ActionParseError
 
 MAX_OBSERVATIONS = 10
@@ -80,6 +82,22 @@ class EvidenceClientPolicy:
 
     def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
         return self.policy.predict(profile, observation)[0]
+
+
+class GuardedClientPolicy:
+    """`inner` as /predict-delta serves every policy but the evidence one: through a SimilarityGuard (one per
+    adapter, forgotten each episode). `inner` stays reachable (the LLM client's counters)."""
+
+    def __init__(self, inner: DeltaPolicy) -> None:
+        self.inner, self.guard = inner, SimilarityGuard()
+
+    def new_episode(self) -> None:
+        self.guard.forget()
+        self.inner.new_episode()
+
+    def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
+        prepared = self.guard.prepare(profile, observation)
+        return self.guard.finish(prepared, self.inner.predict(prepared.profile, observation))[0]
 
 
 class ExpertClientPolicy:

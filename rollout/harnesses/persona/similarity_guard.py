@@ -1,0 +1,194 @@
+"""The similarity guard: any delta policy, wrapped so that it leaves profiles no worse on average than it found
+them, judged only by what the RustyWorm client sends (its profile and its own `similarity_to_target`).
+
+The persona expert, the RLlib PPO checkpoint and the persona LLM answer each request on its own, with no word
+on how their last delta did; on the bench they left most profiles worse than they found them. The guard keeps,
+per profile id, a bounded LRU memory (MEMORY_SIZE ids) of the last step and judges it by the next similarity:
+
+- The sign rule. When the profile arrives as the guard's last answer left it (every axis within MATCH_TOLERANCE,
+  the same axes) and its similarity fell by more than FALL_TOLERANCE from the one the step started from, the
+  step is undone in this answer, and each (axis, direction) it moved is rejected: later moves of that axis that
+  way are dropped from the inner policy's deltas. The step after an undo is judged against the similarity from
+  before the undone step (the profile is back there). A profile not as the guard left it (the client restarted,
+  blended in its own nudges, or did not apply the delta) judges nothing.
+- The deaf rule. A similarity that has never changed (max - min <= FLAT_CHANGE this session) while an axis of
+  the profile was moved away from where the session first found it (an added axis: from 0, as if missing) judges
+  nothing (a constant, or RustyWorm's default 0.0): the axes go back to where the session found them and no
+  inner move passes until the similarity changes. One moved axis is enough (DEAF_AFTER): a live similarity
+  that did not change after a move ignores the moved axes (the target lacks them), so moving them back costs
+  nothing; with three, as the evidence policy waits for, the persona expert still left a constant similarity's
+  profiles worse on average on two of the five generators (it often moves only one or two axes a step).
+- Otherwise the inner policy's delta passes, less its rejected moves.
+
+The evidence policy (rollout.harnesses.persona.evidence_policy, the served default) is not wrapped: it judges
+its own steps with rules of the same names, and more. Its sign rule rejects an axis only when that axis's move
+alone lowered the similarity (a step of several axes is retried half by half) and it rules out axes a live
+similarity ignores; the guard cannot choose the inner policy's moves, so it rejects every (axis, direction) of a
+step that lowered the similarity, which can only keep the profile where the similarity said it was better.
+Its deaf rule waits for three moved axes, keeps self-described axes and makes test moves; the guard passes
+nothing. It also calibrates the similarity's magnitude (slope models), which the guard does not read.
+
+Use: `prepared = guard.prepare(profile, observation)`; the inner policy answers for `prepared.profile` (the
+request's profile with any undo applied); `guard.finish(prepared, inner_delta)` gives the delta to send,
+relative to the request's profile, and a note for the reasoning. Between the two the caller may await (the
+service's engine call). Thread-safe.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from rollout.harnesses.persona.models import (
+    AiProfile, BehaviorObservation, DeltaSource, PersonalityDelta, apply_correction,
+)
+
+MEMORY_SIZE = 4096  # profile ids remembered (LRU)
+MATCH_TOLERANCE = 0.02  # how far an axis may sit from where our delta left it and still be "our" session
+FALL_TOLERANCE = 1e-4  # a similarity that fell by more than this after a step: the step is undone
+FLAT_CHANGE = 2e-6  # a similarity range this narrow (its rounding) over a session: it never changed
+DEAF_AFTER = 1  # axes moved with the similarity unchanged before it counts as deaf (see the module doc)
+MIN_MOVE = 0.01  # an axis this far from where the session found it has been moved
+DECIMALS = 4  # of the amounts sent
+
+Move = tuple[str, int]  # (axis, direction: +1 up, -1 down)
+
+
+@dataclass
+class _Session:
+    origin: dict[str, float]  # the profile's axes as the session first found them
+    low: float = math.inf  # lowest and highest similarity reported
+    high: float = -math.inf
+    expected: dict[str, float] = field(default_factory=dict)  # the axes as our last answer leaves them
+    step: dict[str, tuple[float, float]] = field(default_factory=dict)  # its inner moves: axis -> (from, to)
+    before: float = 0.0  # the similarity that step started from
+    rejected: set[Move] = field(default_factory=set)
+    deaf: bool = False
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What prepare decided: `profile` is the one the inner policy answers for (the request's, with any undo or
+    return to the origin applied); `passes` is False while the similarity is deaf (no inner move is sent)."""
+
+    request: AiProfile
+    profile: AiProfile
+    before: float  # the similarity `profile` is judged to have: the next step is judged against it
+    passes: bool
+    notes: tuple[str, ...]
+    session: _Session = field(repr=False)
+
+
+class SimilarityGuard:
+    """prepare(profile, observation) -> Prepared; finish(prepared, inner_delta) -> (delta, note). Thread-safe,
+    memory bounded; one per service replica (or per simulated client)."""
+
+    def __init__(self, memory_size: int = MEMORY_SIZE) -> None:
+        self.memory_size = memory_size
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def forget(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+
+    def prepare(self, profile: AiProfile, observation: BehaviorObservation) -> Prepared:
+        """Judge the last step by this request's similarity (undo it if it fell) and apply the deaf rule."""
+        similarity = observation.similarity_to_target
+        values = _values(profile)
+        notes: list[str] = []
+        with self._lock:
+            session = self._sessions.get(profile.id) or _Session(origin=dict(values))
+            self._remember(profile.id, session)
+            session.low, session.high = min(session.low, similarity), max(session.high, similarity)
+            before = similarity
+            target = dict(values)
+            if session.step and _as_left(values, session.expected) and similarity < session.before - FALL_TOLERANCE:
+                moved = ", ".join(f"{axis}{'+-'[_sign(to - was) < 0]}" for axis, (was, to) in session.step.items())
+                notes.append(f"similarity fell {session.before:.4f} -> {similarity:.4f} after the last step ({moved}): "
+                             "undone, not moved that way again")
+                session.rejected |= {(axis, _sign(to - was)) for axis, (was, to) in session.step.items()}
+                target |= {axis: was for axis, (was, _) in session.step.items()}
+                before = session.before  # the profile is back where that step started
+            session.step = {}
+            changed = session.high - session.low > FLAT_CHANGE
+            if session.deaf and changed:
+                session.deaf = False
+                notes.append("the similarity moved: the policy's moves pass again")
+            origin = session.origin
+            moved_axes = [axis for axis, value in target.items() if abs(value - origin.get(axis, 0.0)) >= MIN_MOVE]
+            if not session.deaf and not changed and len(moved_axes) >= DEAF_AFTER:
+                session.deaf = True
+                back = {axis: origin.get(axis, 0.0) for axis in target}  # an added axis: 0, as if missing
+                notes.append(f"the similarity never changed while {', '.join(moved_axes)} moved: it judges nothing, "
+                             "the profile goes back to where it was found and the policy's moves are held")
+                target = back
+            passes = not session.deaf
+        return Prepared(profile, _moved_to(profile, target), before, passes, tuple(notes), session)
+
+    def finish(self, prepared: Prepared, inner: PersonalityDelta) -> tuple[PersonalityDelta, str]:
+        """The delta to send: the inner delta on prepared.profile, less rejected moves (all of them while deaf),
+        composed with the undo into one delta relative to the request's profile (confidence 1)."""
+        session, notes = prepared.session, list(prepared.notes)
+        kept = []
+        with self._lock:
+            for axis, amount in inner.adjustments:
+                if prepared.passes and (axis, _sign(amount)) not in session.rejected:
+                    kept.append((axis, amount))
+            dropped = len(inner.adjustments) - len(kept)
+            if dropped and prepared.passes:
+                notes.append(f"dropped {dropped} move(s) the similarity rejected before")
+            final = apply_correction(prepared.profile, inner.model_copy(update={"adjustments": kept}))
+            delta = _delta_between(prepared.request, final, inner.source)
+            left = _values(apply_correction(prepared.request, delta))
+            start = _values(prepared.profile)
+            session.expected = left
+            session.step = {axis: (start.get(axis, 0.0), value) for axis, value in left.items()
+                            if abs(value - start.get(axis, 0.0)) >= 1e-6}
+            session.before = prepared.before
+            self._remember(prepared.request.id, session)
+        return delta, f"Similarity guard: {'; '.join(notes)}." if notes else ""
+
+    def _remember(self, profile_id: str, session: _Session) -> None:
+        self._sessions[profile_id] = session
+        self._sessions.move_to_end(profile_id)
+        while len(self._sessions) > self.memory_size:
+            self._sessions.popitem(last=False)
+
+
+def _values(profile: AiProfile) -> dict[str, float]:
+    return {axis.name: axis.value for axis in profile.personality}
+
+
+def _as_left(values: dict[str, float], expected: dict[str, float]) -> bool:
+    """The profile is as our last delta left it (the client applied it and nothing else)."""
+    return values.keys() == expected.keys() and all(abs(values[a] - v) <= MATCH_TOLERANCE for a, v in expected.items())
+
+
+def _sign(change: float) -> int:
+    """A move's direction, as rejected moves are remembered."""
+    return 1 if change > 0 else -1
+
+
+def _moved_to(profile: AiProfile, values: dict[str, float]) -> AiProfile:
+    """`profile` with its axes set to `values`, as the client would have it after such a delta."""
+    current = _values(profile)
+    moves = [(axis, value - current[axis]) for axis, value in values.items() if value != current[axis]]
+    return apply_correction(profile, PersonalityDelta(adjustments=moves, confidence=1.0)) if moves else profile
+
+
+def _delta_between(start: AiProfile, final: AiProfile, source: DeltaSource) -> PersonalityDelta:
+    """The delta (confidence 1) that takes `start`'s axes to `final`'s: the difference on an axis `start` has,
+    the value itself on one it lacks (RustyWorm adds a missing axis at the unscaled amount)."""
+    before = _values(start)
+    adjustments = []
+    for axis, value in _values(final).items():
+        amount = round(value - before[axis] if axis in before else value, DECIMALS)
+        if amount != 0.0:
+            adjustments.append((axis, amount))
+    return PersonalityDelta(adjustments=adjustments, confidence=1.0, source=source)
+
+
+__all__ = ["MEMORY_SIZE", "Prepared", "SimilarityGuard"]
