@@ -21,6 +21,12 @@ bounded per-profile memory in each replica. Policy "expert": the persona expert 
 (cluster.serve_command) and handed to build_app; it is trained offline, so /train refuses it. RustyWorm's
 request does not say how many observations of the target came before, so the PPO policy reads every request
 as the target's first observation (observations_used 0, as at the start of a training episode).
+Every policy but "evidence" (which judges its own steps) answers through one SimilarityGuard per replica
+(rollout.harnesses.persona.similarity_guard), policy llm's expert fallback included: a step after which the
+client's similarity fell is undone and its moves are not repeated, and under a similarity that never changes the
+profile goes back to where it was found, so that no policy leaves profiles worse on average than it found them
+by the client's own measure. The delta sent is then relative to the request's profile with confidence 1, and
+the guard's note, when it has one, ends `reasoning` (a fallback's still starts with "Fallback").
 
 With a served model, every replica of an application shares one PolicyTrainer actor (learner.online_trainer),
 which pushes weights into PolicyLLM (serve.llm_server.ServedEngine): /train updates and published
@@ -79,6 +85,7 @@ from rollout.models.source import resolve_model_path
 from rollout.harnesses.persona import estimator
 from rollout.harnesses.persona.evidence_policy import EvidencePolicy
 from rollout.harnesses.persona.models import EvolutionTrajectory
+from rollout.harnesses.persona.similarity_guard import SimilarityGuard
 from rollout.data.store import open_store
 from rollout.data.trajectory import Trajectory
 from serve.config import PublishedPolicy, ServeConfig
@@ -163,6 +170,7 @@ class PolicyService(OpenAiIngress):
         self.llm = llm_deployments.get(self.config.model_id)  # PolicyLLM's handle; None without a model
         self.delta_policy = build.delta_policy
         self.evidence = EvidencePolicy() if self.config.policy == "evidence" else None
+        self.similarity_guard = SimilarityGuard() if self.evidence is None else None  # every other policy's answers
         self.answers = self.fallbacks = 0  # /predict-delta answers of this replica, and how many were fallbacks
         self.answer_counter = Counter(
             "terrarium_predict_delta_answers", "/predict-delta answers, by outcome (policy or fallback)", ("outcome",)
@@ -249,6 +257,14 @@ class PolicyService(OpenAiIngress):
             except Exception as exc:  # a defect of the policy must not cost the client its answer: counted
                 return self._fallback(request, f"the evidence policy failed ({type(exc).__name__}: {_short(str(exc))})")
             return PredictDeltaResponse(delta=delta, confidence=confidence, reasoning=reasoning)
+        prepared = self.similarity_guard.prepare(request.profile, request.observation)
+        answer = await self._policy_answer(request.model_copy(update={"profile": prepared.profile}))
+        delta, note = self.similarity_guard.finish(prepared, answer.delta)
+        reasoning = f"{answer.reasoning} {note}" if note else answer.reasoning  # after: a fallback still starts it
+        return answer.model_copy(update={"delta": delta, "confidence": delta.confidence, "reasoning": reasoning})
+
+    async def _policy_answer(self, request: PredictDeltaRequest) -> PredictDeltaResponse:
+        """The answer of a policy other than the evidence one (or its expert fallback), before the guard."""
         if self.delta_policy is not None:
             delta = self.delta_policy.predict(request.profile, request.observation, observations_used=0)
             reasoning = (

@@ -50,6 +50,7 @@ from rollout.harnesses.persona.harness import PersonaHarness, first_observation_
 from rollout.harnesses.tools import ActionParseError, format_action
 from rollout.harnesses.persona.estimator import predict_delta
 from rollout.harnesses.persona.evidence_policy import EvidencePolicy
+from rollout.harnesses.persona.similarity_guard import SimilarityGuard
 from rollout.harnesses.persona.models import (
     AiProfile,
     BehaviorObservation,
@@ -361,12 +362,25 @@ def test_predict_delta_in_rust_form_falls_back_to_the_expert(client):
     assert all(v["fallback_rate"] == v["fallbacks"] / v["answers"] > 0 for v in counted)
 
     profile = AiProfile.model_validate_json(PROFILE_JSON)
-    expected, confidence, _ = predict_delta(profile, BehaviorObservation.model_validate_json(OBSERVATION_JSON))
-    assert delta == expected and body["confidence"] == confidence
+    expected, _, _ = predict_delta(profile, BehaviorObservation.model_validate_json(OBSERVATION_JSON))
+    _moves_as(profile, delta, expected)
+    assert body["confidence"] == delta.confidence
     assert "formality" in dict(delta.adjustments)  # an axis the profile lacks
     updated = apply_correction(profile, delta)
     assert updated.personality_value("formality") is not None
     assert updated.personality_value("sarcasm") == -0.2
+
+
+def _axes(profile: AiProfile) -> dict[str, float]:
+    return {axis.name: axis.value for axis in profile.personality}
+
+
+def _moves_as(profile: AiProfile, sent: PersonalityDelta, policy_delta: PersonalityDelta) -> None:
+    """The similarity guard's delta (confidence 1, relative to the request's profile) moves the profile as the
+    policy's own delta does, to the 4 decimals sent (a first request: nothing to judge)."""
+    assert sent.confidence == 1.0
+    expected = _axes(apply_correction(profile, policy_delta))
+    assert _axes(apply_correction(profile, sent)) == pytest.approx(expected, abs=5e-5)
 
 
 def _validation_message(response: httpx.Response) -> str:
@@ -446,6 +460,31 @@ def test_api_key_is_required_when_configured(service):
         assert kept.json()["num_trajectories_used"] == 0 and kept.json()["policy_version"] is None
     with open_store(service.secure_config.store) as store:
         assert [doc["id"] for doc in store.get_documents(EVOLUTION_KIND)] == [t["id"] for t in trajectories]
+
+
+def test_a_step_after_which_the_similarity_fell_is_undone_by_the_guard(service):
+    """Policy expert answers through the similarity guard: its delta applied, the client's similarity falls, and
+    the next answer undoes that step (the expert proposes the same moves again: they are dropped)."""
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    body = json.loads(PREDICT_JSON)
+    body["profile"]["id"] = "guard-undo"
+    start = AiProfile.model_validate(body["profile"])
+    with httpx.Client(base_url=service.secure_url, timeout=60, headers=headers) as http:
+        first = PredictDeltaResponse.model_validate(http.post("/predict-delta", json=body).json())
+        after = apply_correction(start, first.delta)
+        assert _axes(after) != _axes(start)
+        body["profile"] = after.model_dump(mode="json")
+        body["observation"]["similarity_to_target"] = 0.5  # it was 0.667
+        second = PredictDeltaResponse.model_validate(http.post("/predict-delta", json=body).json())
+    guard = SimilarityGuard()  # the same steps on a guard of our own: the note ends the expert's reasoning
+    for profile, similarity in ((start, 0.667), (after, 0.5)):
+        observation = BehaviorObservation.model_validate(body["observation"] | {"similarity_to_target": similarity})
+        prepared = guard.prepare(profile, observation)
+        delta, note = guard.finish(prepared, predict_delta(prepared.profile, observation)[0])
+    assert second.delta == delta and note.startswith("Similarity guard: similarity fell 0.6670 -> 0.5000")
+    assert second.reasoning.startswith("Trait estimates") and second.reasoning.endswith(f". {note}")
+    added = {axis: 0.0 for axis in _axes(after).keys() - _axes(start).keys()}  # an undone new axis: 0, as if missing
+    assert _axes(apply_correction(after, second.delta)) == pytest.approx(_axes(start) | added, abs=5e-5)
 
 
 @pytest.mark.parametrize("value", [None, "", "   "])
@@ -994,7 +1033,8 @@ def test_rllib_policy_answers_predict_delta_in_rust_form(rllib_service):
         profile = AiProfile.model_validate_json(PROFILE_JSON)
         observation = BehaviorObservation.model_validate_json(OBSERVATION_JSON)
         expected = RLlibDeltaPolicy.load(rllib_service.checkpoint).predict(profile, observation, observations_used=0)
-        assert answer.delta == expected and answer.confidence == expected.confidence
+        _moves_as(profile, answer.delta, expected)
+        assert answer.confidence == answer.delta.confidence
         assert "formality" in dict(answer.delta.adjustments)  # an axis the profile lacks
         updated = apply_correction(profile, answer.delta)
         assert updated.personality_value("formality") is not None
