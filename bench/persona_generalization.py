@@ -5,8 +5,9 @@ For each generator G of rollout.harnesses.persona.generators: the evidence polic
 personas (seed namespaces never used for fitting) as a simulated RustyWorm client (rollout.harnesses.persona.
 client): up to --max-observations observations, converged at convergence >= 0.90 to the hidden target.
 
-Rows: RustyWorm's own heuristic (refine_profile), the persona expert as /predict-delta serves it, the RLlib PPO
-checkpoint (given --rllib; skipped otherwise), the persona LLM as policy llm serves it (given --persona-llm: a
+Rows: RustyWorm's own heuristic (refine_profile), the persona expert as /predict-delta serves it (through the
+similarity guard, rollout.harnesses.persona.similarity_guard) and without the guard, the RLlib PPO checkpoint
+(given --rllib; skipped otherwise; guarded), the persona LLM as policy llm serves it (guarded; given --persona-llm: a
 model directory or checkpoint on a vLLM engine, replies under the apply_delta grammar, and with --free-text also
 without it; on the first --persona-llm-personas judge personas, the share of valid apply_delta replies printed
 under the table), the evidence policy fitted without G, and the served default (DEFAULT_PARAMS, shipped in code). Columns: converged@0.90 with a 95% Wilson interval, mean observations to
@@ -41,7 +42,7 @@ import weakref
 
 from rollout.harnesses.persona.client import (
     CheckpointClientPolicy, DeltaPolicy, EpisodeResult, EvidenceClientPolicy, ExpertClientPolicy,
-    HeuristicClientPolicy, LLMClientPolicy, play_episode,
+    GuardedClientPolicy, HeuristicClientPolicy, LLMClientPolicy, play_episode,
 )
 from rollout.harnesses.persona.analysis import convergence, observed_convergence
 from rollout.harnesses.persona.evidence_policy import DEFAULT_PARAMS, PolicyParams
@@ -100,12 +101,14 @@ def fit(generators: list[str], count: int, max_observations: int) -> PolicyParam
 
 
 def play_llm(make_policy, generator: str, count: int, max_observations: int) -> tuple[list[EpisodeResult], int, int, int]:
-    """The persona LLM on `count` judge personas, all at once (the engine batches them): (results, replies,
-    invalid replies, prompts too long for the context)."""
+    """The persona LLM on `count` judge personas, all at once (the engine batches them), each through its own
+    similarity guard as the service answers it: (results, replies, invalid replies, prompts too long for the
+    context)."""
     policies = [make_policy() for _ in range(count)]
+    guarded = [GuardedClientPolicy(policy) for policy in policies]
     with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
         results = list(pool.map(
-            lambda i: play_episode(policies[i], family_persona("judge", generator, i), GENERATORS[generator],
+            lambda i: play_episode(guarded[i], family_persona("judge", generator, i), GENERATORS[generator],
                                    random.Random(f"judge-episode-{generator}-{i}"), max_observations), range(count)))
     return results, sum(p.replies for p in policies), sum(p.invalid for p in policies), sum(p.too_long for p in policies)
 
@@ -191,11 +194,15 @@ def main() -> None:
         print(f"fitted on all generators: {fit(list(GENERATORS), args.fit_personas, args.max_observations)}")
         return
 
-    fixed: list[tuple[str, DeltaPolicy]] = [("RustyWorm heuristic", HeuristicClientPolicy()), ("expert (served)", ExpertClientPolicy())]
+    fixed: list[tuple[str, DeltaPolicy]] = [
+        ("RustyWorm heuristic", HeuristicClientPolicy()), ("expert, unguarded", ExpertClientPolicy()),
+        ("expert (served: guarded)", GuardedClientPolicy(ExpertClientPolicy())),
+    ]
     if args.rllib:
         from cluster.evaluation import load_checkpoint_policy
 
-        fixed.append(("RLlib PPO", CheckpointClientPolicy(load_checkpoint_policy(f"rllib:{args.rllib}"))))
+        checkpoint = CheckpointClientPolicy(load_checkpoint_policy(f"rllib:{args.rllib}"))
+        fixed.append(("RLlib PPO (served: guarded)", GuardedClientPolicy(checkpoint)))
     notes = [] if args.rllib else ["RLlib PPO: skipped (no --rllib checkpoint given)"]
     if not args.persona_llm:
         notes.append("persona LLM: skipped (--persona-llm names a model directory or a trained run's checkpoint)")
@@ -214,7 +221,8 @@ def main() -> None:
     llm_rows = []
     if args.persona_llm:
         constrained, free = persona_llm(args.persona_llm)
-        llm_rows = [("persona LLM, apply_delta grammar", constrained)] + ([("persona LLM, free text", free)] if args.free_text else [])
+        llm_rows = [("persona LLM, apply_delta grammar (guarded)", constrained)] + (
+            [("persona LLM, free text (guarded)", free)] if args.free_text else [])
     for held_out in held_outs:
         start = time.perf_counter()
         params = fit([g for g in GENERATORS if g not in (held_out, "llm")], args.fit_personas, args.max_observations)
