@@ -16,7 +16,7 @@ from rollout.harnesses.persona.analysis import TRAIT_MARKERS, convergence, obser
 from rollout.harnesses.persona.client import (
     EvidenceClientPolicy, ExpertClientPolicy, GuardedClientPolicy, HeuristicClientPolicy, play_episode,
 )
-from rollout.harnesses.persona.evidence_policy import EvidencePolicy
+from rollout.harnesses.persona.evidence_policy import LINEAR, QUADRATIC, EvidencePolicy, _whole_reciprocal
 from rollout.harnesses.persona.generators import AXIS_POOL, GENERATORS, MAX_AXES, MIN_AXES, family_persona
 from rollout.harnesses.persona.lexicon import axis_channel, parse_patterns
 from rollout.harnesses.persona.models import (
@@ -198,6 +198,38 @@ def test_the_similarity_magnitude_locates_axes_no_text_reads(similarity):
     model = "linear" if similarity is mean_distance_similarity else "quadratic"
     assert any(f"located by the {model} similarity model" in r for r in reasons)
     assert similarity(final) == pytest.approx(1.0, abs=0.01) and "nothing left to probe" in reasons[-1]
+
+
+@pytest.mark.parametrize("decimals", [6, None, 2])
+def test_one_move_calibrates_a_mean_over_axes_and_no_probe_risks_the_clients_target(decimals):
+    """A similarity that is a mean over n axes has the scale 1/k for a whole k, so one move that did not cross
+    the target calibrates it (to the precision the client writes: 6 decimals, a full float), not two: the
+    second request is already on the slope model. Once the located axes alone bring the similarity from below
+    RustyWorm's 0.90 to it, that request probes nothing. Written to 2 decimals the reciprocal is not known
+    well enough to tell whole from not: no calibration from one move."""
+
+    def similarity(current: AiProfile) -> float:
+        value = statistics.mean(1 - abs((current.personality_value(n) or 0.0) - v) / 2 for n, v in SLOPE_TARGET.items())
+        return value if decimals is None else round(value, decimals)
+
+    start = profile({"confidence": -0.9, "zorblax": 0.6, "quux": -0.2})  # the hedges move confidence toward -0.4
+    final, reasons = evolve(EvidencePolicy(), similarity, steps=3, start=start)
+    if decimals == 2:
+        assert not any("similarity model" in r for r in reasons), reasons
+        return
+    assert "linear similarity model, scale 0.1667" in reasons[1], reasons  # 1 / (2 * 3 axes)
+    assert "located by the linear similarity model" in reasons[2] and "no probe" in reasons[2], reasons
+    assert similarity(final) >= 0.90 and final.personality_value("confidence") == pytest.approx(-0.4, abs=0.01)
+
+
+def test_whole_reciprocal_scales_within_their_rounding_calibrate_and_others_do_not():
+    """The check behind one-move calibration: 1/estimate whole to within the estimate's rounding error."""
+    assert _whole_reciprocal([(1 / 12 + 1e-7, 1e-6 / 0.4)], LINEAR)  # a 0.4 move under 1 - mean |d| over 12 axes
+    assert not _whole_reciprocal([(1 / 12.3, 1e-6 / 0.4)], LINEAR)  # a move that crossed its target
+    assert not _whole_reciprocal([(1 / 12, 0.01 / 0.4)], LINEAR)  # a 2-decimal similarity: 1/e known to +-5.8
+    assert not _whole_reciprocal([(1 / 12, 1e-6 / 0.4), (1 / 5.5, 1e-6 / 0.4)], LINEAR)  # linear: the largest counts
+    assert _whole_reciprocal([(1 / 5.5, 1e-6), (1 / 28 + 1e-8, 1e-7)], QUADRATIC)  # quadratic: the most precise
+    assert not _whole_reciprocal([(1.0, 1e-6)], LINEAR)  # a slope of 1 is no mean over axes
 
 
 @pytest.mark.parametrize("kind", ["constant", "random", "noisy"])
