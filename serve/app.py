@@ -84,7 +84,7 @@ from rollout.models.checkpoints import describe_checkpoint
 from rollout.models.source import resolve_model_path
 from rollout.harnesses.persona import estimator
 from rollout.harnesses.persona.evidence_policy import EvidencePolicy
-from rollout.harnesses.persona.models import EvolutionTrajectory
+from rollout.harnesses.persona.models import EvolutionTrajectory, PersonalityDelta
 from rollout.harnesses.persona.similarity_guard import SimilarityGuard
 from rollout.data.store import open_store
 from rollout.data.trajectory import Trajectory
@@ -258,7 +258,11 @@ class PolicyService(OpenAiIngress):
                 return self._fallback(request, f"the evidence policy failed ({type(exc).__name__}: {_short(str(exc))})")
             return PredictDeltaResponse(delta=delta, confidence=confidence, reasoning=reasoning)
         prepared = self.similarity_guard.prepare(request.profile, request.observation)
-        answer = await self._policy_answer(request.model_copy(update={"profile": prepared.profile}))
+        if prepared.passes:
+            answer = await self._policy_answer(request.model_copy(update={"profile": prepared.profile}))
+        else:  # a deaf similarity: the guard holds every move, so the policy (an engine call, maybe) is not asked
+            held = PersonalityDelta(adjustments=[], confidence=1.0, source="Observation")
+            answer = PredictDeltaResponse(delta=held, confidence=1.0, reasoning=f"{self.config.policy} policy not asked.")
         delta, note = self.similarity_guard.finish(prepared, answer.delta)
         reasoning = f"{answer.reasoning} {note}" if note else answer.reasoning  # after: a fallback still starts it
         return answer.model_copy(update={"delta": delta, "confidence": delta.confidence, "reasoning": reasoning})

@@ -487,6 +487,26 @@ def test_a_step_after_which_the_similarity_fell_is_undone_by_the_guard(service):
     assert _axes(apply_correction(after, second.delta)) == pytest.approx(_axes(start) | added, abs=5e-5)
 
 
+def test_under_a_similarity_that_never_changes_the_guard_holds_the_policy_and_does_not_ask_it(service):
+    """A client that sends the same similarity whatever the profile (RustyWorm's default 0.0): after the first
+    move it judges nothing, so the profile goes back to where the service found it and the policy is not asked
+    (with policy llm that saves an engine call per request)."""
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    body = json.loads(PREDICT_JSON)
+    body["profile"]["id"] = "guard-deaf"
+    body["observation"]["similarity_to_target"] = 0.0
+    start = AiProfile.model_validate(body["profile"])
+    with httpx.Client(base_url=service.secure_url, timeout=60, headers=headers) as http:
+        first = PredictDeltaResponse.model_validate(http.post("/predict-delta", json=body).json())
+        after = apply_correction(start, first.delta)
+        body["profile"] = after.model_dump(mode="json")
+        second = PredictDeltaResponse.model_validate(http.post("/predict-delta", json=body).json())
+    assert _axes(after) != _axes(start)
+    assert second.reasoning.startswith("expert policy not asked.") and "never changed" in second.reasoning
+    added = {axis: 0.0 for axis in _axes(after).keys() - _axes(start).keys()}
+    assert _axes(apply_correction(after, second.delta)) == pytest.approx(_axes(start) | added, abs=5e-5)
+
+
 @pytest.mark.parametrize("value", [None, "", "   "])
 def test_service_refuses_to_start_when_its_key_variable_is_unset_or_empty(service, value, monkeypatch):
     from ray import serve

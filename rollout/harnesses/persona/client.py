@@ -97,6 +97,8 @@ class GuardedClientPolicy:
 
     def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
         prepared = self.guard.prepare(profile, observation)
+        if not prepared.passes:  # held, as in the service: the policy is not asked
+            return self.guard.finish(prepared, PersonalityDelta(adjustments=[], confidence=1.0))[0]
         return self.guard.finish(prepared, self.inner.predict(prepared.profile, observation))[0]
 
 
