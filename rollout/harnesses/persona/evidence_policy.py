@@ -135,13 +135,30 @@ class _Step:
 
 
 @dataclass
+class _Tally:
+    """A running count and sum: what a session keeps of a reading that recurs with every observation, so that its
+    memory stays bounded however long a client keeps a profile id."""
+
+    count: int = 0
+    total: float = 0.0
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count
+
+
+@dataclass
 class _Session:
     observations: int = 0
     sentences: int = 0
-    lengths: list[float] = field(default_factory=list)
+    lengths: _Tally = field(default_factory=_Tally)  # response lengths
     cues: dict[str, list[int]] = field(default_factory=dict)  # channel -> [negative, positive]
-    described: dict[str, list[float]] = field(default_factory=dict)  # axis -> self-description readings
-    register: list[float] = field(default_factory=list)  # 0..1 formality readings from patterns
+    described: dict[str, _Tally] = field(default_factory=dict)  # axis -> self-description readings
+    register: _Tally = field(default_factory=_Tally)  # 0..1 formality readings from patterns
     last_similarity: float | None = None
     last_change: dict[str, float] = field(default_factory=dict)
     expected: dict[str, float] = field(default_factory=dict)
@@ -418,7 +435,7 @@ class EvidencePolicy:
         session.resolution = min(session.resolution, _resolution(similarity))
         session.sentences += reading.sentences
         if reading.length > 0:
-            session.lengths.append(reading.length)
+            session.lengths.add(reading.length)
         for channel, (negative, positive) in reading.cues.items():
             counts = session.cues.setdefault(channel, [0, 0])
             counts[0] += negative
@@ -429,12 +446,12 @@ class EvidencePolicy:
         for key in ("formality", "vocabulary"):
             level = reading.pattern_values.get(key)
             if level is not None and 0.0 <= level <= 1.0:
-                session.register.append(level)
+                session.register.add(level)
         for axis in profile.personality:
             for sentence in reading.first_person:
                 degree = self_description(sentence, axis)
                 if degree is not None:
-                    session.described.setdefault(axis.name, []).append(degree)
+                    session.described.setdefault(axis.name, _Tally()).add(degree)
 
     def _check_deaf(self, session: _Session, start: dict[str, float], notes: list[str]) -> dict[str, float]:
         """Once the similarity has stayed exactly the same while DEAF_AFTER axes of the profile were moved, it
@@ -462,10 +479,10 @@ class EvidencePolicy:
     def _estimate(self, session: _Session, axis) -> tuple[float, float]:
         """(estimate, evidence weight) for one axis; weight 0: no evidence."""
         total, weight = 0.0, 0.0
-        described = session.described.get(axis.name, [])
-        if described:
-            w = SELF_DESCRIPTION_WEIGHT * len(described)
-            total += w * sum(described) / len(described)
+        described = session.described.get(axis.name)
+        if described is not None:
+            w = SELF_DESCRIPTION_WEIGHT * described.count
+            total += w * described.mean
             weight += w
         found = None if session.deaf else axis_channel(axis)
         if found is not None:
@@ -480,17 +497,16 @@ class EvidencePolicy:
     def _channel_estimate(self, session: _Session, channel: str) -> tuple[float, float]:
         p = self.params
         if channel == "verbosity":
-            if not session.lengths:
+            if not session.lengths.count:
                 return 0.0, 0.0
-            mean = sum(session.lengths) / len(session.lengths)
-            level = math.log(max(mean, 1.0) / p.length_mid) / math.log(p.length_span)
-            return max(-1.0, min(1.0, level)), float(len(session.lengths))
+            level = math.log(max(session.lengths.mean, 1.0) / p.length_mid) / math.log(p.length_span)
+            return max(-1.0, min(1.0, level)), float(session.lengths.count)
         negative, positive = session.cues.get(channel, (0, 0))
         if channel == "formality":
-            readings = [2 * r - 1 for r in session.register]
+            readings = session.register  # each reading r in 0..1 counts twice, as 2 * r - 1
             count = negative + positive
-            total = sum(readings) * 2 + (positive - negative)
-            weight = 2 * len(readings) + count
+            total = (2 * readings.total - readings.count) * 2 + (positive - negative)
+            weight = 2 * readings.count + count
             return (max(-1.0, min(1.0, total / weight)), float(weight)) if weight else (0.0, 0.0)
         if negative + positive == 0:
             return 0.0, 0.0
