@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -369,6 +370,22 @@ def test_predict_delta_in_rust_form_falls_back_to_the_expert(client):
     updated = apply_correction(profile, delta)
     assert updated.personality_value("formality") is not None
     assert updated.personality_value("sarcasm") == -0.2
+
+
+def test_a_prompt_longer_than_the_models_context_falls_back_to_the_expert_and_is_counted(client, service):
+    """A response too long for the prompt to fit the engine's context (max_model_len) is not sent to the engine:
+    the expert answers, the reasoning says why, and the answering replica counts the fallback."""
+    body = json.loads(PREDICT_JSON)
+    body["profile"]["id"] = "too-long"
+    body["observation"]["response"] = "Perhaps it is Paris, I think, but I am not sure. " * 600  # ~30 kB
+    response = client.post("/predict-delta", json=body)
+    assert response.status_code == 200, response.text
+    reasoning = response.json()["reasoning"]
+    context = service.config.engine.max_model_len
+    assert re.match(rf"Fallback to the persona expert because the prompt \((\d+) tokens\) does not fit the "
+                    rf"model's context of {context}", reasoning), reasoning
+    assert int(re.search(r"\((\d+) tokens\)", reasoning).group(1)) > context
+    assert any(v["fallbacks"] >= 1 for v in (client.get("/version").json() for _ in range(20)))
 
 
 def _axes(profile: AiProfile) -> dict[str, float]:
