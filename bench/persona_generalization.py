@@ -39,6 +39,7 @@ import random
 import statistics
 import time
 import weakref
+from dataclasses import dataclass
 
 from rollout.harnesses.persona.client import (
     CheckpointClientPolicy, DeltaPolicy, EpisodeResult, EvidenceClientPolicy, ExpertClientPolicy,
@@ -100,17 +101,27 @@ def fit(generators: list[str], count: int, max_observations: int) -> PolicyParam
     return best
 
 
-def play_llm(make_policy, generator: str, count: int, max_observations: int) -> tuple[list[EpisodeResult], int, int, int]:
+@dataclass
+class LLMPlay:
+    """The persona LLM on one fold: its episodes and how its replies went."""
+
+    results: list[EpisodeResult]
+    replies: int  # prompts the engine answered
+    invalid: int  # replies that were not a usable apply_delta call (fell back to the expert)
+    too_long: int  # prompts that did not fit the context (fell back too)
+
+
+def play_llm(make_policy, generator: str, count: int, max_observations: int) -> LLMPlay:
     """The persona LLM on `count` judge personas, all at once (the engine batches them), each through its own
-    similarity guard as the service answers it: (results, replies, invalid replies, prompts too long for the
-    context)."""
+    similarity guard as the service answers it."""
     policies = [make_policy() for _ in range(count)]
     guarded = [GuardedClientPolicy(policy) for policy in policies]
     with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
         results = list(pool.map(
             lambda i: play_episode(guarded[i], family_persona("judge", generator, i), GENERATORS[generator],
                                    random.Random(f"judge-episode-{generator}-{i}"), max_observations), range(count)))
-    return results, sum(p.replies for p in policies), sum(p.invalid for p in policies), sum(p.too_long for p in policies)
+    return LLMPlay(results, sum(p.replies for p in policies), sum(p.invalid for p in policies),
+                   sum(p.too_long for p in policies))
 
 
 def persona_llm(path: str):
@@ -143,6 +154,8 @@ def llm_generator(args: argparse.Namespace) -> LLMGenerator:
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:  # nothing counted (every request held by the guard): the share is unknown
+        return 0.0, 1.0
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
@@ -238,12 +251,13 @@ def main() -> None:
         starts = [r.start_convergence for r in results]
         validity = []
         for name, make_policy in llm_rows:
-            played, replies, invalid, too_long = play_llm(make_policy, held_out, args.persona_llm_personas, args.max_observations)
-            print(row(f"{name} ({args.persona_llm_personas} personas)", played), flush=True)
-            low, high = wilson(replies - invalid, replies)
-            validity.append(f"{name}: {replies - invalid} of {replies} replies were valid apply_delta calls "
-                            f"({(replies - invalid) / replies:.3f} [{low:.3f}, {high:.3f}]; the rest fell back to the expert); "
-                            f"{too_long} prompts did not fit the {PERSONA_LLM_CONTEXT}-token context (fell back too)")
+            play = play_llm(make_policy, held_out, args.persona_llm_personas, args.max_observations)
+            print(row(f"{name} ({args.persona_llm_personas} personas)", play.results), flush=True)
+            valid = play.replies - play.invalid
+            low, high = wilson(valid, play.replies)
+            validity.append(f"{name}: {valid} of {play.replies} replies were valid apply_delta calls "
+                            f"({valid / max(1, play.replies):.3f} [{low:.3f}, {high:.3f}]; the rest fell back to the expert); "
+                            f"{play.too_long} prompts did not fit the {PERSONA_LLM_CONTEXT}-token context (fell back too)")
         for line in validity:
             print(line)
         print(f"start convergence {mean_ci(starts)}; {time.perf_counter() - start:.0f} s")
