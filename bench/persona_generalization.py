@@ -253,6 +253,8 @@ def main() -> None:
         for name, make_policy in llm_rows:
             play = play_llm(make_policy, held_out, args.persona_llm_personas, args.max_observations)
             print(row(f"{name} ({args.persona_llm_personas} personas)", play.results), flush=True)
+            validity.append(f"{name}: start convergence of its {args.persona_llm_personas} personas "
+                            f"{mean_ci([r.start_convergence for r in play.results])}")
             valid = play.replies - play.invalid
             low, high = wilson(valid, play.replies)
             validity.append(f"{name}: {valid} of {play.replies} replies were valid apply_delta calls "
