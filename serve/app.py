@@ -261,8 +261,8 @@ class PolicyService(OpenAiIngress):
         if prepared.passes:
             answer = await self._policy_answer(request.model_copy(update={"profile": prepared.profile}))
         else:  # a deaf similarity: the guard holds every move, so the policy (an engine call, maybe) is not asked
-            held = PersonalityDelta(adjustments=[], confidence=1.0, source="Observation")
-            answer = PredictDeltaResponse(delta=held, confidence=1.0, reasoning=f"{self.config.policy} policy not asked.")
+            answer = PredictDeltaResponse(delta=PersonalityDelta(), confidence=1.0,
+                                          reasoning=f"{self.config.policy} policy not asked.")
         delta, note = self.similarity_guard.finish(prepared, answer.delta)
         reasoning = f"{answer.reasoning} {note}" if note else answer.reasoning  # after: a fallback still starts it
         return answer.model_copy(update={"delta": delta, "confidence": delta.confidence, "reasoning": reasoning})

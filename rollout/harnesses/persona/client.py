@@ -96,10 +96,9 @@ class GuardedClientPolicy:
         self.inner.new_episode()
 
     def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
-        prepared = self.guard.prepare(profile, observation)
-        if not prepared.passes:  # held, as in the service: the policy is not asked
-            return self.guard.finish(prepared, PersonalityDelta(adjustments=[], confidence=1.0))[0]
-        return self.guard.finish(prepared, self.inner.predict(prepared.profile, observation))[0]
+        prepared = self.guard.prepare(profile, observation)  # held (passes False): the policy is not asked
+        inner = self.inner.predict(prepared.profile, observation) if prepared.passes else PersonalityDelta()
+        return self.guard.finish(prepared, inner)[0]
 
 
 class ExpertClientPolicy:

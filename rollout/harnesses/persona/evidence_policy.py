@@ -68,18 +68,15 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from rollout.harnesses.persona.analysis import CONVERGED_AT
 from rollout.harnesses.persona.lexicon import CHANNELS, axis_channel, read_text, self_description
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
+from rollout.harnesses.persona.session_memory import FLAT_CHANGE, MEMORY_SIZE, SessionMemory, SimilarityRange, as_left
 
-MEMORY_SIZE = 4096  # profile ids remembered (LRU)
 MAX_STEPS = 32  # judged steps kept per session for the slope models (each request replays them)
-MATCH_TOLERANCE = 0.02  # how far an axis may sit from where our delta left it and still be "our" session
 SIMILARITY_TOLERANCE = 1e-4
-FLAT_CHANGE = 2e-6  # a similarity change this small (its rounding) after a move: the measure ignores the axis
 MIN_MOVE = 0.01
 DEAF_AFTER = 3  # axes moved with the similarity unchanged before it counts as deaf (a target lacks some axes)
 SELF_DESCRIPTION_WEIGHT = 3.0
@@ -172,7 +169,7 @@ class _Session:
     scale: float = 0.0  # its scale when it did
     inconsistent: bool = False  # the similarity broke the slope model once: sign only for this session
     origin: dict[str, float] = field(default_factory=dict)  # the profile as the session first saw it
-    similarity_range: tuple[float, float] = (math.inf, -math.inf)  # lowest and highest similarity reported
+    similarities: SimilarityRange = field(default_factory=SimilarityRange)  # lowest and highest reported
     resolution: float = 1.0  # how finely the client writes its similarity (1e-6: to 6 decimals; see _resolution)
     deaf: bool = False  # the similarity never moved although we did: text cues alone, which misread more than they read
 
@@ -182,8 +179,7 @@ class EvidencePolicy:
 
     def __init__(self, params: PolicyParams = DEFAULT_PARAMS, memory_size: int = MEMORY_SIZE) -> None:
         self.params = params
-        self.memory_size = memory_size
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._sessions: SessionMemory[_Session] = SessionMemory(memory_size)
         self._lock = threading.Lock()
 
     def forget(self, profile_id: str | None = None) -> None:
@@ -191,7 +187,7 @@ class EvidencePolicy:
             if profile_id is None:
                 self._sessions.clear()
             else:
-                self._sessions.pop(profile_id, None)
+                self._sessions.pop(profile_id)
 
     def predict(self, profile: AiProfile, observation: BehaviorObservation) -> tuple[PersonalityDelta, float, str]:
         with self._lock:
@@ -416,23 +412,16 @@ class EvidencePolicy:
         session = self._sessions.get(profile.id)
         if session is None:
             session = _Session()
-        elif session.expected:
-            current = {axis.name: axis.value for axis in profile.personality}
-            same = all(abs(current.get(axis, 0.0) - value) <= MATCH_TOLERANCE for axis, value in session.expected.items())
-            if not same or set(current) != set(session.expected):  # not as our delta left it: judge no step
-                session.last_similarity, session.last_change, session.pending, session.step = None, {}, [], None
-        self._sessions[profile.id] = session
-        self._sessions.move_to_end(profile.id)
-        while len(self._sessions) > self.memory_size:
-            self._sessions.popitem(last=False)
+        elif session.expected and not as_left({a.name: a.value for a in profile.personality}, session.expected):
+            session.last_similarity, session.last_change, session.pending, session.step = None, {}, [], None  # no judging
+        self._sessions.put(profile.id, session)
         return session
 
     def _add_evidence(self, session: _Session, profile: AiProfile, observation: BehaviorObservation) -> None:
         reading = read_text(observation.response, observation.patterns)
         session.observations += 1
-        similarity, (low, high) = observation.similarity_to_target, session.similarity_range
-        session.similarity_range = (min(low, similarity), max(high, similarity))
-        session.resolution = min(session.resolution, _resolution(similarity))
+        session.similarities.add(observation.similarity_to_target)
+        session.resolution = min(session.resolution, _resolution(observation.similarity_to_target))
         session.sentences += reading.sentences
         if reading.length > 0:
             session.lengths.add(reading.length)
@@ -460,8 +449,7 @@ class EvidencePolicy:
         all (the moved axes were ones the target lacks, and a test move found one it has), cues act again."""
         if not session.origin:
             session.origin = dict(start)
-        low, high = session.similarity_range
-        changed = high - low > FLAT_CHANGE
+        changed = session.similarities.changed
         if session.deaf and changed:
             session.deaf = False
             notes.append("the similarity moved after all: cues act again")

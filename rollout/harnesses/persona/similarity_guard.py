@@ -3,7 +3,8 @@ them, judged only by what the RustyWorm client sends (its profile and its own `s
 
 The persona expert, the RLlib PPO checkpoint and the persona LLM answer each request on its own, with no word
 on how their last delta did; on the bench they left most profiles worse than they found them. The guard keeps,
-per profile id, a bounded LRU memory (MEMORY_SIZE ids) of the last step and judges it by the next similarity:
+per profile id, a bounded memory of the last step (rollout.harnesses.persona.session_memory, kept as the evidence
+policy keeps its own) and judges it by the next similarity:
 
 - The sign rule. When the profile arrives as the guard's last answer left it (every axis within MATCH_TOLERANCE,
   the same axes) and its similarity fell by more than FALL_TOLERANCE from the one the step started from, the
@@ -36,19 +37,15 @@ service's engine call). Thread-safe.
 
 from __future__ import annotations
 
-import math
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from rollout.harnesses.persona.models import (
     AiProfile, BehaviorObservation, DeltaSource, PersonalityDelta, apply_correction,
 )
+from rollout.harnesses.persona.session_memory import MEMORY_SIZE, SessionMemory, SimilarityRange, as_left
 
-MEMORY_SIZE = 4096  # profile ids remembered (LRU)
-MATCH_TOLERANCE = 0.02  # how far an axis may sit from where our delta left it and still be "our" session
 FALL_TOLERANCE = 1e-4  # a similarity that fell by more than this after a step: the step is undone
-FLAT_CHANGE = 2e-6  # a similarity range this narrow (its rounding) over a session: it never changed
 DEAF_AFTER = 1  # axes moved with the similarity unchanged before it counts as deaf (see the module doc)
 MIN_MOVE = 0.01  # an axis this far from where the session found it has been moved
 DECIMALS = 4  # of the amounts sent
@@ -59,8 +56,7 @@ Move = tuple[str, int]  # (axis, direction: +1 up, -1 down)
 @dataclass
 class _Session:
     origin: dict[str, float]  # the profile's axes as the session first found them
-    low: float = math.inf  # lowest and highest similarity reported
-    high: float = -math.inf
+    similarities: SimilarityRange = field(default_factory=SimilarityRange)  # lowest and highest reported
     expected: dict[str, float] = field(default_factory=dict)  # the axes as our last answer leaves them
     step: dict[str, tuple[float, float]] = field(default_factory=dict)  # its inner moves: axis -> (from, to)
     before: float = 0.0  # the similarity that step started from
@@ -86,8 +82,7 @@ class SimilarityGuard:
     memory bounded; one per service replica (or per simulated client)."""
 
     def __init__(self, memory_size: int = MEMORY_SIZE) -> None:
-        self.memory_size = memory_size
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._sessions: SessionMemory[_Session] = SessionMemory(memory_size)
         self._lock = threading.Lock()
 
     def forget(self) -> None:
@@ -101,11 +96,11 @@ class SimilarityGuard:
         notes: list[str] = []
         with self._lock:
             session = self._sessions.get(profile.id) or _Session(origin=dict(values))
-            self._remember(profile.id, session)
-            session.low, session.high = min(session.low, similarity), max(session.high, similarity)
+            self._sessions.put(profile.id, session)
+            session.similarities.add(similarity)
             before = similarity
             target = dict(values)
-            if session.step and _as_left(values, session.expected) and similarity < session.before - FALL_TOLERANCE:
+            if session.step and as_left(values, session.expected) and similarity < session.before - FALL_TOLERANCE:
                 moved = ", ".join(f"{axis}{'+-'[_sign(to - was) < 0]}" for axis, (was, to) in session.step.items())
                 notes.append(f"similarity fell {session.before:.4f} -> {similarity:.4f} after the last step ({moved}): "
                              "undone, not moved that way again")
@@ -113,7 +108,7 @@ class SimilarityGuard:
                 target |= {axis: was for axis, (was, _) in session.step.items()}
                 before = session.before  # the profile is back where that step started
             session.step = {}
-            changed = session.high - session.low > FLAT_CHANGE
+            changed = session.similarities.changed
             if session.deaf and changed:
                 session.deaf = False
                 notes.append("the similarity moved: the policy's moves pass again")
@@ -148,23 +143,12 @@ class SimilarityGuard:
             session.step = {axis: (start.get(axis, 0.0), value) for axis, value in left.items()
                             if abs(value - start.get(axis, 0.0)) >= 1e-6}
             session.before = prepared.before
-            self._remember(prepared.request.id, session)
+            self._sessions.put(prepared.request.id, session)
         return delta, f"Similarity guard: {'; '.join(notes)}." if notes else ""
-
-    def _remember(self, profile_id: str, session: _Session) -> None:
-        self._sessions[profile_id] = session
-        self._sessions.move_to_end(profile_id)
-        while len(self._sessions) > self.memory_size:
-            self._sessions.popitem(last=False)
 
 
 def _values(profile: AiProfile) -> dict[str, float]:
     return {axis.name: axis.value for axis in profile.personality}
-
-
-def _as_left(values: dict[str, float], expected: dict[str, float]) -> bool:
-    """The profile is as our last delta left it (the client applied it and nothing else)."""
-    return values.keys() == expected.keys() and all(abs(values[a] - v) <= MATCH_TOLERANCE for a, v in expected.items())
 
 
 def _sign(change: float) -> int:
@@ -191,4 +175,4 @@ def _delta_between(start: AiProfile, final: AiProfile, source: DeltaSource) -> P
     return PersonalityDelta(adjustments=adjustments, confidence=1.0, source=source)
 
 
-__all__ = ["MEMORY_SIZE", "Prepared", "SimilarityGuard"]
+__all__ = ["Prepared", "SimilarityGuard"]
