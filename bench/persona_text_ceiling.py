@@ -1,0 +1,153 @@
+"""How well could any reader place a persona's axes from its responses? An upper bound, per generator.
+
+Why: #14 asks for >= 90% of held-out personas converged within <= 4 observations. Each request returns one
+similarity, which locates at most one axis (see the README), so that target needs a reader that places several
+axes from the text alone. This script gives such a reader every advantage the served policy lacks and measures
+what it still cannot do:
+- it is fitted on the same generator it is judged on (the served policy never sees the judged generator);
+- its labels are the hidden targets themselves (the service never sees a target);
+- it has --fit-personas of them (600), and it is told which axes the target has.
+
+The reader: for each axis name, a ridge regression from hashed word and word-pair counts per sentence of the
+target's first k responses, the response length, and the starting profile's value of that axis (and whether it
+has one), to the target's value; the ridge strength is picked on a fifth of the fit personas. The "read profile"
+is the start with every target axis set to the reader's estimate; the table prints its mean per-axis error, the
+start's, and how many read profiles converge (>= 0.90 to the target) against how many starts do (none: starts are
+below 0.88 by construction).
+
+    PYTHONPATH=$PWD python bench/persona_text_ceiling.py [--fit-personas 600] [--personas 200] [--responses 1 2 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import statistics
+import sys
+import time
+import zlib
+
+import numpy as np
+from persona_generalization import mean_ci, wilson
+
+from rollout.harnesses.persona.analysis import CONVERGED_AT, convergence
+from rollout.harnesses.persona.generators import AXIS_POOL, GENERATORS, FamilyPersona, family_persona
+from rollout.harnesses.persona.models import AiProfile, PersonalityAxis
+
+BUCKETS = 4096  # hashed features (words and word pairs)
+STRENGTHS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # ridge strengths tried on the validation fifth
+
+
+def text_features(responses: list[str]) -> np.ndarray:
+    """Counts of hashed words and word pairs per sentence, and the log mean length, over the responses."""
+    counts = np.zeros(BUCKETS + 1)
+    sentences = 0
+    for response in responses:
+        sentences += max(1, len(re.findall(r"[.!?]+", response)))
+        tokens = re.findall(r"[a-z']+|[^\sa-z0-9]", response.lower())
+        for first, second in zip(tokens, [*tokens[1:], ""]):
+            counts[zlib.crc32(first.encode()) % BUCKETS] += 1.0
+            counts[zlib.crc32(f"{first} {second}".encode()) % BUCKETS] += 0.5
+    counts /= sentences
+    counts[BUCKETS] = np.log1p(sum(len(r) for r in responses) / len(responses))
+    return counts
+
+
+def axis_features(text: np.ndarray, start: AiProfile, axis: str) -> np.ndarray:
+    value = start.personality_value(axis)
+    return np.concatenate([text, [1.0, value or 0.0, float(value is not None)]])
+
+
+def responses(persona: FamilyPersona, generator: str, seed: str, count: int) -> list[str]:
+    rng = random.Random(seed)
+    return [GENERATORS[generator].observe(persona.target, persona.start, rng).response for _ in range(count)]
+
+
+def ridge(x: np.ndarray, y: np.ndarray, strength: float) -> np.ndarray:
+    """Ridge weights in the dual form (fewer examples than features): x^T (x x^T + strength I)^-1 y."""
+    return x.T @ np.linalg.solve(x @ x.T + strength * np.eye(len(x)), y)
+
+
+def fit_reader(rows: list[tuple[np.ndarray, FamilyPersona]]) -> dict[str, np.ndarray]:
+    """axis -> ridge weights, the strength picked on the last fifth of `rows`, then refitted on all of them."""
+    def examples(part):
+        return {axis: (np.array([axis_features(text, p.start, axis) for text, p in part if p.target.personality_value(axis) is not None]),
+                       np.array([p.target.personality_value(axis) for text, p in part if p.target.personality_value(axis) is not None]))
+                for axis in AXIS_POOL}
+
+    cut = len(rows) * 4 // 5
+    train, valid = examples(rows[:cut]), examples(rows[cut:])
+
+    def validation_error(strength: float) -> float:
+        errors = [np.abs(np.clip(valid[a][0] @ ridge(*train[a], strength), -1, 1) - valid[a][1])
+                  for a in AXIS_POOL if len(train[a][1]) and len(valid[a][1])]
+        return float(np.concatenate(errors).mean())
+
+    strength = min(STRENGTHS, key=validation_error)
+    every = examples(rows)
+    return {axis: ridge(*every[axis], strength) for axis in AXIS_POOL if len(every[axis][1])}
+
+
+def read_profile(reader: dict[str, np.ndarray], text: np.ndarray, persona: FamilyPersona) -> AiProfile:
+    """The start with every target axis set to the reader's estimate (the reader is told the target's axes)."""
+    values = {a.name: a.value for a in persona.start.personality}
+    for axis in persona.target.personality:
+        if axis.name in reader:
+            values[axis.name] = float(np.clip(axis_features(text, persona.start, axis.name) @ reader[axis.name], -1, 1))
+    return persona.start.model_copy(update={"personality": [
+        PersonalityAxis(name=n, value=v, negative_pole=AXIS_POOL[n][0], positive_pole=AXIS_POOL[n][1]) for n, v in values.items()]})
+
+
+def with_located(profile: AiProfile, target: AiProfile, count: int) -> AiProfile:
+    """`profile` with its `count` worst target axes set exactly on the target: the most `count` judged
+    similarities can add (each locates at most one axis; this one even knows which to locate)."""
+    worst = sorted(target.personality, key=lambda a: -abs((profile.personality_value(a.name) or 0.0) - a.value))[:count]
+    exact = {a.name: a.value for a in worst}
+    kept = [a for a in profile.personality if a.name not in exact]
+    return profile.model_copy(update={"personality": kept + [
+        PersonalityAxis(name=n, value=v, negative_pole=AXIS_POOL[n][0], positive_pole=AXIS_POOL[n][1]) for n, v in exact.items()]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fit-personas", type=int, default=600)
+    parser.add_argument("--personas", type=int, default=200)
+    parser.add_argument("--responses", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--generators", nargs="+", default=list(GENERATORS), choices=list(GENERATORS))
+    args = parser.parse_args()
+    print(f"a reader fitted on {args.fit_personas} personas of the judged generator with their true targets, "
+          f"judged on {args.personas} others; converged at >= {CONVERGED_AT}\n")
+    print("| generator | responses | mean axis error, read [95% CI] | mean axis error, start | read profiles converged [95% CI] "
+          "| convergence, read | convergence, start | read + (responses - 1) axes located, converged [95% CI] | start + (responses - 1) axes located |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for generator in args.generators:
+        fit = [family_persona("fit", generator, i) for i in range(args.fit_personas)]
+        judge = [family_persona("judge", generator, i) for i in range(args.personas)]
+        for count in args.responses:
+            began = time.perf_counter()
+            reader = fit_reader([(text_features(responses(p, generator, f"fit-text-{generator}-{i}", count)), p)
+                                 for i, p in enumerate(fit)])
+            read_errors, start_errors, read_scores, start_scores, located, unread = [], [], [], [], 0, 0
+            for i, persona in enumerate(judge):
+                text = text_features(responses(persona, generator, f"judge-text-{generator}-{i}", count))
+                read = read_profile(reader, text, persona)
+                for axis in persona.target.personality:
+                    read_errors.append(abs((read.personality_value(axis.name) or 0.0) - axis.value))
+                    start_errors.append(abs((persona.start.personality_value(axis.name) or 0.0) - axis.value))
+                read_scores.append(convergence(read, persona.target))
+                start_scores.append(convergence(persona.start, persona.target))
+                located += convergence(with_located(read, persona.target, count - 1), persona.target) >= CONVERGED_AT
+                unread += convergence(with_located(persona.start, persona.target, count - 1), persona.target) >= CONVERGED_AT
+            converged = sum(score >= CONVERGED_AT for score in read_scores)
+            low, high = wilson(converged, len(judge))
+            located_low, located_high = wilson(located, len(judge))
+            print(f"| {generator} | {count} | {mean_ci(read_errors)} | {statistics.mean(start_errors):.3f} "
+                  f"| {converged / len(judge):.3f} [{low:.3f}, {high:.3f}] | {statistics.mean(read_scores):.3f} "
+                  f"| {statistics.mean(start_scores):.3f} | {located / len(judge):.3f} [{located_low:.3f}, {located_high:.3f}] "
+                  f"| {unread / len(judge):.3f} |", flush=True)
+            print(f"{generator}, {count} responses: {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
