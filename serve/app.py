@@ -22,7 +22,8 @@ bounded per-profile memory in each replica. Policy "expert": the persona expert 
 request does not say how many observations of the target came before, so the PPO policy reads every request
 as the target's first observation (observations_used 0, as at the start of a training episode).
 Every policy but "evidence" (which judges its own steps) answers through one SimilarityGuard per replica
-(rollout.harnesses.persona.similarity_guard), policy llm's expert fallback included: a step after which the
+(rollout.harnesses.persona.similarity_guard), policy llm's expert fallback included, and so does the expert
+fallback that answers should the evidence policy itself raise: a step after which the
 client's similarity fell is undone and its moves are not repeated, and under a similarity that never changes the
 profile goes back to where it was found, so that no policy leaves profiles worse on average than it found them
 by the client's own measure. The delta sent is then relative to the request's profile with confidence 1, and
@@ -170,7 +171,7 @@ class PolicyService(OpenAiIngress):
         self.llm = llm_deployments.get(self.config.model_id)  # PolicyLLM's handle; None without a model
         self.delta_policy = build.delta_policy
         self.evidence = EvidencePolicy() if self.config.policy == "evidence" else None
-        self.similarity_guard = SimilarityGuard() if self.evidence is None else None  # every other policy's answers
+        self.similarity_guard = SimilarityGuard()  # every other policy's answers, and the evidence one's fallback
         self.answers = self.fallbacks = 0  # /predict-delta answers of this replica, and how many were fallbacks
         self.answer_counter = Counter(
             "terrarium_predict_delta_answers", "/predict-delta answers, by outcome (policy or fallback)", ("outcome",)
@@ -251,15 +252,19 @@ class PolicyService(OpenAiIngress):
         return answer
 
     async def _predict_delta(self, request: PredictDeltaRequest) -> PredictDeltaResponse:
+        failure = None
         if self.evidence is not None:
             try:
                 delta, confidence, reasoning = self.evidence.predict(request.profile, request.observation)
-            except Exception as exc:  # a defect of the policy must not cost the client its answer: counted
-                return self._fallback(request, f"the evidence policy failed ({type(exc).__name__}: {_short(str(exc))})")
-            return PredictDeltaResponse(delta=delta, confidence=confidence, reasoning=reasoning)
+                return PredictDeltaResponse(delta=delta, confidence=confidence, reasoning=reasoning)
+            except Exception as exc:  # a defect of the policy must not cost the client its answer: counted, guarded
+                failure = f"the evidence policy failed ({type(exc).__name__}: {_short(str(exc))})"
         prepared = self.similarity_guard.prepare(request.profile, request.observation)
-        if prepared.passes:
-            answer = await self._policy_answer(request.model_copy(update={"profile": prepared.profile}))
+        guarded = request.model_copy(update={"profile": prepared.profile})
+        if failure is not None:  # the expert, which unguarded leaves most profiles worse, through the guard too
+            answer = self._fallback(guarded, failure)
+        elif prepared.passes:
+            answer = await self._policy_answer(guarded)
         else:  # a deaf similarity: the guard holds every move, so the policy (an engine call, maybe) is not asked
             answer = PredictDeltaResponse(delta=PersonalityDelta(), confidence=1.0,
                                           reasoning=f"{self.config.policy} policy not asked.")
