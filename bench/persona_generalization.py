@@ -22,7 +22,9 @@ the end.
 --similarity replaces every generator's similarity_to_target with what another kind of client might send
 (texts unchanged): constant (0.5), zero (RustyWorm's default 0.0), noisy (the convergence to the target plus
 Gaussian noise, sd 0.02), coarse (the convergence rounded to 2 decimals), observed (RustyWorm's observed-signature
-compute_convergence over the responses so far, which never sees the target).
+compute_convergence over the responses so far, which never sees the target), union (1 - |d| / 2 averaged over
+the axes of both profiles, so an axis the target lacks counts as a target of 0), cosine ((1 + the cosine of
+the two value vectors) / 2, not a sum of per-axis terms).
 
 --llm-model adds the sixth generator, a real model writing the target's answers from its traits
 (rollout.harnesses.persona.llm_generator), judged only (fitting stays on the five template generators); its
@@ -54,7 +56,26 @@ from rollout.harnesses.persona.models import AiProfile, BehaviorObservation
 # The persona LLM's context: the tiny model's whole one (configs/persona.yaml); a longer prompt falls back, as in
 # the service (whose configs/serve.yaml default is 2048).
 PERSONA_LLM_CONTEXT = 4096
-SIMILARITIES = ("own", "constant", "zero", "noisy", "coarse", "observed")
+SIMILARITIES = ("own", "constant", "zero", "noisy", "coarse", "observed", "union", "cosine")
+
+
+def _union_values(current: AiProfile, target: AiProfile) -> tuple[list[float], list[float]]:
+    """Both profiles' values over the union of their axes, a missing axis as 0."""
+    names = sorted({a.name for a in current.personality} | {a.name for a in target.personality})
+    return ([current.personality_value(n) or 0.0 for n in names], [target.personality_value(n) or 0.0 for n in names])
+
+
+def union_similarity(current: AiProfile, target: AiProfile) -> float:
+    """Mean over the union of both profiles' axes of 1 - |d| / 2: an axis the target lacks counts, as 0."""
+    mine, theirs = _union_values(current, target)
+    return 1.0 - sum(abs(a - b) for a, b in zip(mine, theirs)) / (2 * len(mine))
+
+
+def cosine_similarity(current: AiProfile, target: AiProfile) -> float:
+    """(1 + cosine of the two value vectors over the union of axes) / 2: not a sum of per-axis terms."""
+    mine, theirs = _union_values(current, target)
+    norms = math.hypot(*mine) * math.hypot(*theirs)
+    return 0.5 if norms == 0 else (1.0 + sum(a * b for a, b in zip(mine, theirs)) / norms) / 2
 
 
 class OtherSimilarity:
@@ -74,6 +95,7 @@ class OtherSimilarity:
             "constant": lambda: 0.5, "zero": lambda: 0.0, "coarse": lambda: round(true, 2),
             "noisy": lambda: min(1.0, max(0.0, true + rng.gauss(0.0, 0.02))),
             "observed": lambda: observed_convergence(current, self.responses[rng]),
+            "union": lambda: union_similarity(current, target), "cosine": lambda: cosine_similarity(current, target),
         }[self.kind]()
         return observation.model_copy(update={"similarity_to_target": round(similarity, 6)})
 
