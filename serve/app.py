@@ -23,9 +23,9 @@ request does not say how many observations of the target came before, so the PPO
 as the target's first observation (observations_used 0, as at the start of a training episode).
 Every policy but "evidence" (which judges its own steps) answers through one SimilarityGuard per replica
 (rollout.harnesses.persona.similarity_guard), policy llm's expert fallback included, and so does the expert
-fallback that answers should the evidence policy itself raise: a step after which the
-client's similarity fell is undone and its moves are not repeated, and under a similarity that never changes the
-profile goes back to where it was found, so that no policy leaves profiles worse on average than it found them
+fallback that answers should the evidence policy itself raise: a step after which the client's similarity fell
+is undone and its moves are not repeated, and under a similarity that never changes the profile goes back to
+where it was found, so that no policy leaves profiles worse on average than it found them
 by the client's own measure. The delta sent is then relative to the request's profile with confidence 1, and
 the guard's note, when it has one, ends `reasoning` (a fallback's still starts with "Fallback").
 
