@@ -13,9 +13,13 @@ target's first k responses, the response length, and the starting profile's valu
 has one), to the target's value; the ridge strength is picked on a fifth of the fit personas. The "read profile"
 is the start with every target axis set to the reader's estimate; the table prints its mean per-axis error, the
 start's, and how many read profiles converge (>= 0.90 to the target) against how many starts do (none: starts are
-below 0.88 by construction).
+below 0.88 by construction), alone and with the worst axes set exactly (what judged similarities could add).
 
-    PYTHONPATH=$PWD python bench/persona_text_ceiling.py [--fit-personas 600] [--personas 200] [--responses 1 2 3]
+A second table plays the served evidence policy with its text estimates taken from these readers instead (the
+last 3 responses at most), on the same judge personas and episodes as bench/persona_generalization.py: what a
+reader learned from the client's own traffic could bring at best.
+
+    PYTHONPATH=$PWD python bench/persona_text_ceiling.py [--fit-personas 600] [--personas 200] [--responses 1 2 3 4]
 """
 
 from __future__ import annotations
@@ -32,11 +36,15 @@ import numpy as np
 from persona_generalization import mean_ci, wilson
 
 from rollout.harnesses.persona.analysis import CONVERGED_AT, convergence
+from rollout.harnesses.persona.client import EpisodeResult, EvidenceClientPolicy, play_episode
+from rollout.harnesses.persona.evidence_policy import EvidencePolicy
 from rollout.harnesses.persona.generators import AXIS_POOL, GENERATORS, FamilyPersona, family_persona
-from rollout.harnesses.persona.models import AiProfile, PersonalityAxis
+from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityAxis, PersonalityDelta
 
 BUCKETS = 4096  # hashed features (words and word pairs)
 STRENGTHS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # ridge strengths tried on the validation fifth
+PLAYED_RESPONSES = 3  # the played reader reads the last 3 responses at most
+READER_WEIGHT = 2.0  # its evidence per response read (0.7 and 6 converged within 0.04 of this on 3 generators)
 
 
 def text_features(responses: list[str]) -> np.ndarray:
@@ -109,6 +117,42 @@ def with_located(profile: AiProfile, target: AiProfile, count: int) -> AiProfile
         PersonalityAxis(name=n, value=v, negative_pole=AXIS_POOL[n][0], positive_pole=AXIS_POOL[n][1]) for n, v in exact.items()]})
 
 
+class ReaderEvidencePolicy(EvidencePolicy):
+    """The served evidence policy with every axis a reader knows estimated by that reader (the rest, and a deaf
+    session, as served): one episode's policy, since it keeps that episode's responses."""
+
+    def __init__(self, readers: dict[int, dict[str, np.ndarray]], start: AiProfile) -> None:
+        super().__init__()
+        self.readers, self.start, self.responses = readers, start, []
+
+    def predict(self, profile: AiProfile, observation: BehaviorObservation) -> tuple[PersonalityDelta, float, str]:
+        self.responses.append(observation.response)
+        return super().predict(profile, observation)
+
+    def _estimate(self, session, axis: PersonalityAxis) -> tuple[float, float]:
+        count = min(len(self.responses), PLAYED_RESPONSES)
+        reader = self.readers[count].get(axis.name)
+        if reader is None or session.deaf:
+            return super()._estimate(session, axis)
+        estimate = axis_features(text_features(self.responses[-count:]), self.start, axis.name) @ reader
+        return float(np.clip(estimate, -1.0, 1.0)), READER_WEIGHT * count
+
+
+def play(generator: str, persona: FamilyPersona, index: int, readers: dict[int, dict[str, np.ndarray]] | None) -> EpisodeResult:
+    """One judge episode as bench/persona_generalization.py plays it, by the served policy or the reader's."""
+    client = EvidenceClientPolicy()
+    if readers is not None:
+        client.policy = ReaderEvidencePolicy(readers, persona.start)
+    return play_episode(client, persona, GENERATORS[generator], random.Random(f"judge-episode-{generator}-{index}"))
+
+
+def played_cell(results: list[EpisodeResult]) -> str:
+    converged = [r for r in results if r.converged]
+    low, high = wilson(len(converged), len(results))
+    return (f"{len(converged) / len(results):.3f} [{low:.3f}, {high:.3f}] / {mean_ci([float(r.observations) for r in converged])} "
+            f"/ {sum(r.worse for r in results) / len(results):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fit-personas", type=int, default=600)
@@ -121,13 +165,16 @@ def main() -> None:
     print("| generator | responses | mean axis error, read [95% CI] | mean axis error, start | read profiles converged [95% CI] "
           "| convergence, read | convergence, start | read + (responses - 1) axes located, converged [95% CI] | start + (responses - 1) axes located |")
     print("|---|---|---|---|---|---|---|---|---|")
+    played = []
     for generator in args.generators:
+        began = time.perf_counter()
         fit = [family_persona("fit", generator, i) for i in range(args.fit_personas)]
         judge = [family_persona("judge", generator, i) for i in range(args.personas)]
+        readers = {count: fit_reader([(text_features(responses(p, generator, f"fit-text-{generator}-{i}", count)), p)
+                                      for i, p in enumerate(fit)])
+                   for count in sorted({*args.responses, *range(1, PLAYED_RESPONSES + 1)})}
         for count in args.responses:
-            began = time.perf_counter()
-            reader = fit_reader([(text_features(responses(p, generator, f"fit-text-{generator}-{i}", count)), p)
-                                 for i, p in enumerate(fit)])
+            reader = readers[count]
             read_errors, start_errors, read_scores, start_scores, located, unread = [], [], [], [], 0, 0
             for i, persona in enumerate(judge):
                 text = text_features(responses(persona, generator, f"judge-text-{generator}-{i}", count))
@@ -146,7 +193,15 @@ def main() -> None:
                   f"| {converged / len(judge):.3f} [{low:.3f}, {high:.3f}] | {statistics.mean(read_scores):.3f} "
                   f"| {statistics.mean(start_scores):.3f} | {located / len(judge):.3f} [{located_low:.3f}, {located_high:.3f}] "
                   f"| {unread / len(judge):.3f} |", flush=True)
-            print(f"{generator}, {count} responses: {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+        served = [play(generator, persona, i, None) for i, persona in enumerate(judge)]
+        with_reader = [play(generator, persona, i, readers) for i, persona in enumerate(judge)]
+        played.append(f"| {generator} | {played_cell(served)} | {played_cell(with_reader)} |")
+        print(f"{generator}: {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+    print("\nThe served evidence policy as judged in bench/persona_generalization.py, and the same policy with its text "
+          "estimates from the readers above; converged@0.90 [95% CI] / mean observations to converge / share ending worse:\n")
+    print("| generator | served default | with the fitted reader |")
+    print("|---|---|---|")
+    print("\n".join(played))
 
 
 if __name__ == "__main__":
