@@ -33,10 +33,10 @@ import time
 import zlib
 
 import numpy as np
-from persona_generalization import mean_ci, wilson
+from persona_generalization import mean_ci, play_all, row, wilson
 
 from rollout.harnesses.persona.analysis import CONVERGED_AT, convergence
-from rollout.harnesses.persona.client import EpisodeResult, EvidenceClientPolicy, play_episode
+from rollout.harnesses.persona.client import MAX_OBSERVATIONS, EvidenceClientPolicy
 from rollout.harnesses.persona.evidence_policy import EvidencePolicy
 from rollout.harnesses.persona.generators import AXIS_POOL, GENERATORS, FamilyPersona, family_persona
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityAxis, PersonalityDelta
@@ -62,9 +62,9 @@ def text_features(responses: list[str]) -> np.ndarray:
     return counts
 
 
-def axis_features(text: np.ndarray, start: AiProfile, axis: str) -> np.ndarray:
-    value = start.personality_value(axis)
-    return np.concatenate([text, [1.0, value or 0.0, float(value is not None)]])
+def axis_features(text: np.ndarray, start_value: float | None) -> np.ndarray:
+    """A reader's input for one axis: the text's features, then a bias, the start's value and whether it has one."""
+    return np.concatenate([text, [1.0, start_value or 0.0, float(start_value is not None)]])
 
 
 def responses(persona: FamilyPersona, generator: str, seed: str, count: int) -> list[str]:
@@ -79,10 +79,13 @@ def ridge(x: np.ndarray, y: np.ndarray, strength: float) -> np.ndarray:
 
 def fit_reader(rows: list[tuple[np.ndarray, FamilyPersona]]) -> dict[str, np.ndarray]:
     """axis -> ridge weights, the strength picked on the last fifth of `rows`, then refitted on all of them."""
-    def examples(part):
-        return {axis: (np.array([axis_features(text, p.start, axis) for text, p in part if p.target.personality_value(axis) is not None]),
-                       np.array([p.target.personality_value(axis) for text, p in part if p.target.personality_value(axis) is not None]))
-                for axis in AXIS_POOL}
+    def examples(part: list[tuple[np.ndarray, FamilyPersona]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        found: dict[str, tuple[list[np.ndarray], list[float]]] = {axis: ([], []) for axis in AXIS_POOL}
+        for text, persona in part:
+            for axis in persona.target.personality:
+                found[axis.name][0].append(axis_features(text, persona.start.personality_value(axis.name)))
+                found[axis.name][1].append(axis.value)
+        return {axis: (np.array(x), np.array(y)) for axis, (x, y) in found.items()}
 
     cut = len(rows) * 4 // 5
     train, valid = examples(rows[:cut]), examples(rows[cut:])
@@ -97,33 +100,47 @@ def fit_reader(rows: list[tuple[np.ndarray, FamilyPersona]]) -> dict[str, np.nda
     return {axis: ridge(*every[axis], strength) for axis in AXIS_POOL if len(every[axis][1])}
 
 
-def read_profile(reader: dict[str, np.ndarray], text: np.ndarray, persona: FamilyPersona) -> AiProfile:
-    """The start with every target axis set to the reader's estimate (the reader is told the target's axes)."""
-    values = {a.name: a.value for a in persona.start.personality}
+def start_values(persona: FamilyPersona) -> dict[str, float]:
+    """The start's values of the target's axes (an axis it lacks is left out: it counts as 0)."""
+    found = {axis.name: persona.start.personality_value(axis.name) for axis in persona.target.personality}
+    return {axis: value for axis, value in found.items() if value is not None}
+
+
+def read_values(reader: dict[str, np.ndarray], text: np.ndarray, persona: FamilyPersona) -> dict[str, float]:
+    """The start's values with every target axis the reader knows set to its estimate (it is told the target's axes)."""
+    values = start_values(persona)
     for axis in persona.target.personality:
         if axis.name in reader:
-            values[axis.name] = float(np.clip(axis_features(text, persona.start, axis.name) @ reader[axis.name], -1, 1))
-    return persona.start.model_copy(update={"personality": [
-        PersonalityAxis(name=n, value=v, negative_pole=AXIS_POOL[n][0], positive_pole=AXIS_POOL[n][1]) for n, v in values.items()]})
+            estimate = axis_features(text, persona.start.personality_value(axis.name)) @ reader[axis.name]
+            values[axis.name] = float(np.clip(estimate, -1.0, 1.0))
+    return values
 
 
-def with_located(profile: AiProfile, target: AiProfile, count: int) -> AiProfile:
-    """`profile` with its `count` worst target axes set exactly on the target: the most `count` judged
+def with_located(values: dict[str, float], target: AiProfile, count: int) -> dict[str, float]:
+    """`values` with the `count` worst target axes set exactly on the target: the most `count` judged
     similarities can add (each locates at most one axis; this one even knows which to locate)."""
-    worst = sorted(target.personality, key=lambda a: -abs((profile.personality_value(a.name) or 0.0) - a.value))[:count]
-    exact = {a.name: a.value for a in worst}
-    kept = [a for a in profile.personality if a.name not in exact]
-    return profile.model_copy(update={"personality": kept + [
-        PersonalityAxis(name=n, value=v, negative_pole=AXIS_POOL[n][0], positive_pole=AXIS_POOL[n][1]) for n, v in exact.items()]})
+    worst = sorted(target.personality, key=lambda a: -abs(values.get(a.name, 0.0) - a.value))[:count]
+    return values | {axis.name: axis.value for axis in worst}
+
+
+def convergence_of(values: dict[str, float], target: AiProfile) -> float:
+    """The convergence of a profile with these values of the target's axes (convergence reads no other axis)."""
+    agent = target.model_copy(update={"personality": [
+        axis.model_copy(update={"value": values[axis.name]}) for axis in target.personality if axis.name in values]})
+    return convergence(agent, target)
 
 
 class ReaderEvidencePolicy(EvidencePolicy):
     """The served evidence policy with every axis a reader knows estimated by that reader (the rest, and a deaf
-    session, as served): one episode's policy, since it keeps that episode's responses."""
+    session, as served). It keeps the current episode's responses: one profile at a time, forgotten each episode."""
 
-    def __init__(self, readers: dict[int, dict[str, np.ndarray]], start: AiProfile) -> None:
+    def __init__(self, readers: dict[int, dict[str, np.ndarray]]) -> None:
         super().__init__()
-        self.readers, self.start, self.responses = readers, start, []
+        self.readers, self.responses = readers, []
+
+    def forget(self, profile_id: str | None = None) -> None:
+        super().forget(profile_id)
+        self.responses = []
 
     def predict(self, profile: AiProfile, observation: BehaviorObservation) -> tuple[PersonalityDelta, float, str]:
         self.responses.append(observation.response)
@@ -134,23 +151,9 @@ class ReaderEvidencePolicy(EvidencePolicy):
         reader = self.readers[count].get(axis.name)
         if reader is None or session.deaf:
             return super()._estimate(session, axis)
-        estimate = axis_features(text_features(self.responses[-count:]), self.start, axis.name) @ reader
+        text = text_features(self.responses[-count:])
+        estimate = axis_features(text, session.origin.get(axis.name)) @ reader  # origin: the profile as first seen
         return float(np.clip(estimate, -1.0, 1.0)), READER_WEIGHT * count
-
-
-def play(generator: str, persona: FamilyPersona, index: int, readers: dict[int, dict[str, np.ndarray]] | None) -> EpisodeResult:
-    """One judge episode as bench/persona_generalization.py plays it, by the served policy or the reader's."""
-    client = EvidenceClientPolicy()
-    if readers is not None:
-        client.policy = ReaderEvidencePolicy(readers, persona.start)
-    return play_episode(client, persona, GENERATORS[generator], random.Random(f"judge-episode-{generator}-{index}"))
-
-
-def played_cell(results: list[EpisodeResult]) -> str:
-    converged = [r for r in results if r.converged]
-    low, high = wilson(len(converged), len(results))
-    return (f"{len(converged) / len(results):.3f} [{low:.3f}, {high:.3f}] / {mean_ci([float(r.observations) for r in converged])} "
-            f"/ {sum(r.worse for r in results) / len(results):.3f}")
 
 
 def main() -> None:
@@ -178,14 +181,14 @@ def main() -> None:
             read_errors, start_errors, read_scores, start_scores, located, unread = [], [], [], [], 0, 0
             for i, persona in enumerate(judge):
                 text = text_features(responses(persona, generator, f"judge-text-{generator}-{i}", count))
-                read = read_profile(reader, text, persona)
+                read, start = read_values(reader, text, persona), start_values(persona)
                 for axis in persona.target.personality:
-                    read_errors.append(abs((read.personality_value(axis.name) or 0.0) - axis.value))
-                    start_errors.append(abs((persona.start.personality_value(axis.name) or 0.0) - axis.value))
-                read_scores.append(convergence(read, persona.target))
-                start_scores.append(convergence(persona.start, persona.target))
-                located += convergence(with_located(read, persona.target, count - 1), persona.target) >= CONVERGED_AT
-                unread += convergence(with_located(persona.start, persona.target, count - 1), persona.target) >= CONVERGED_AT
+                    read_errors.append(abs(read.get(axis.name, 0.0) - axis.value))
+                    start_errors.append(abs(start.get(axis.name, 0.0) - axis.value))
+                read_scores.append(convergence_of(read, persona.target))
+                start_scores.append(convergence_of(start, persona.target))
+                located += convergence_of(with_located(read, persona.target, count - 1), persona.target) >= CONVERGED_AT
+                unread += convergence_of(with_located(start, persona.target, count - 1), persona.target) >= CONVERGED_AT
             converged = sum(score >= CONVERGED_AT for score in read_scores)
             low, high = wilson(converged, len(judge))
             located_low, located_high = wilson(located, len(judge))
@@ -193,14 +196,16 @@ def main() -> None:
                   f"| {converged / len(judge):.3f} [{low:.3f}, {high:.3f}] | {statistics.mean(read_scores):.3f} "
                   f"| {statistics.mean(start_scores):.3f} | {located / len(judge):.3f} [{located_low:.3f}, {located_high:.3f}] "
                   f"| {unread / len(judge):.3f} |", flush=True)
-        served = [play(generator, persona, i, None) for i, persona in enumerate(judge)]
-        with_reader = [play(generator, persona, i, readers) for i, persona in enumerate(judge)]
-        played.append(f"| {generator} | {played_cell(served)} | {played_cell(with_reader)} |")
+        with_reader = EvidenceClientPolicy()
+        with_reader.policy = ReaderEvidencePolicy(readers)  # the served adapter, around the reader's policy
+        for name, policy in (("served default", EvidenceClientPolicy()), ("with the fitted reader", with_reader)):
+            played.append(row(f"{generator}, {name}", play_all(policy, generator, "judge", args.personas, MAX_OBSERVATIONS)))
         print(f"{generator}: {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
-    print("\nThe served evidence policy as judged in bench/persona_generalization.py, and the same policy with its text "
-          "estimates from the readers above; converged@0.90 [95% CI] / mean observations to converge / share ending worse:\n")
-    print("| generator | served default | with the fitted reader |")
-    print("|---|---|---|")
+    print("\nThe served evidence policy as bench/persona_generalization.py judges it, and the same policy with its text "
+          "estimates from the readers above:\n")
+    print("| generator, policy | converged@0.90 [95% CI] | mean observations to converge | mean final convergence "
+          "| share ending worse [95% CI] | RustyWorm observed convergence |")
+    print("|---|---|---|---|---|---|")
     print("\n".join(played))
 
 
