@@ -245,7 +245,7 @@ def test_builtin_profiles_match_rustyworms_table():
     profiles = builtin_profiles()
     assert list(profiles) == BUILTIN_IDS
     for persona_id, axes in table.items():
-        assert {a.name: a.value for a in profiles[persona_id].personality} == axes
+        assert profiles[persona_id].personality_values() == axes
         assert json.loads(profiles[persona_id].model_dump_json()) == profiles[persona_id].model_dump(mode="json")
     assert profiles["rustyworm"].reasoning_style.Hybrid == ["AnalyticalCareful", "ChainOfThought", "ToolAugmented"]
 

@@ -191,7 +191,7 @@ def test_the_similarity_magnitude_locates_axes_no_text_reads(similarity):
     target; an axis the target lacks (the similarity ignores it) goes back to where it was. (16 requests: the
     hedged text makes it add three channel axes the target lacks first, a request each.)"""
     final, reasons = evolve(EvidencePolicy(), similarity, steps=16)
-    values = {axis.name: axis.value for axis in final.personality}
+    values = final.personality_values()
     for name, target in SLOPE_TARGET.items():
         assert values[name] == pytest.approx(target, abs=0.03), (name, values)
     assert values["extra"] == pytest.approx(0.3)
@@ -286,7 +286,7 @@ def test_a_similarity_that_never_moves_leaves_only_self_descriptions_acting():
             observation = BehaviorObservation(query="q", response=response, similarity_to_target=similarity(current))
             delta, _, reasoning = policy.predict(current, observation)
             current = apply_correction(current, delta)
-            values.append({axis.name: axis.value for axis in current.personality})
+            values.append(current.personality_values())
             reasons.append(reasoning)
         return values, reasons
 
@@ -340,10 +340,6 @@ def test_the_persona_llm_client_counts_replies_and_falls_back_on_a_prompt_that_d
 # --- the similarity guard: every other servable policy, no worse on average ------------------------------
 
 
-def values(current: AiProfile) -> dict[str, float]:
-    return {axis.name: axis.value for axis in current.personality}
-
-
 def seen(similarity: float) -> BehaviorObservation:
     return BehaviorObservation(query="q", response="An answer.", similarity_to_target=similarity)
 
@@ -372,16 +368,17 @@ def test_the_guard_undoes_a_step_that_lowered_the_similarity_and_drops_that_move
     assert delta == PersonalityDelta(adjustments=[("confidence", 0.2), ("humor", -0.1)], confidence=1.0) and note == ""
     after = apply_correction(start, delta)
     fell = guard.prepare(after, seen(0.6))
-    assert values(fell.profile) == values(start)  # the undo, part of this answer
+    assert fell.profile.personality_values() == start.personality_values()  # the undo, part of this answer
     inner = PersonalityDelta(adjustments=[("confidence", 0.3), ("humor", 0.2)], confidence=1.0)
     delta, note = guard.finish(fell, inner)  # confidence up was rejected, humor up was not (humor down was)
     assert dict(delta.adjustments) == pytest.approx({"confidence": -0.2, "humor": 0.3})
     assert "undone" in note and "dropped 1 move" in note
     retried = apply_correction(after, delta)
-    assert values(retried) == pytest.approx({"confidence": 0.0, "humor": 0.7})
+    assert retried.personality_values() == pytest.approx({"confidence": 0.0, "humor": 0.7})
     # judged against the similarity before the undone step (0.7), not the one the undo was sent with (0.6)
     again = guard.prepare(retried, seen(0.65))
-    assert values(again.profile) == pytest.approx(values(start)) and "undone" in again.notes[0]
+    assert again.profile.personality_values() == pytest.approx(start.personality_values())
+    assert "undone" in again.notes[0]
     delta, _ = guard.finish(again, PersonalityDelta(adjustments=[("humor", 0.1), ("confidence", -0.1)], confidence=1.0))
     assert dict(delta.adjustments) == pytest.approx({"humor": -0.2, "confidence": -0.1})  # humor up: rejected now
 
@@ -407,14 +404,16 @@ def test_a_similarity_that_never_changes_moves_the_axes_back_and_then_passes_not
     step = PersonalityDelta(adjustments=[("confidence", 0.4), ("humor", 0.4), ("warmth", 0.6)], confidence=0.5)
     delta, _ = guard.finish(guard.prepare(current, seen(0.0)), step)  # RustyWorm's default 0.0
     current = apply_correction(current, delta)
-    assert values(current) == pytest.approx({"confidence": 0.4, "humor": -0.3, "zorblax": 0.3, "warmth": 0.6})
+    moved = {"confidence": 0.4, "humor": -0.3, "zorblax": 0.3, "warmth": 0.6}
+    assert current.personality_values() == pytest.approx(moved)
     prepared = guard.prepare(current, seen(0.0))
     assert not prepared.passes and "never changed" in prepared.notes[0]
-    assert values(prepared.profile) == pytest.approx(values(start) | {"warmth": 0.0})  # added: 0, as if missing
+    back = start.personality_values() | {"warmth": 0.0}  # added: 0, as if missing
+    assert prepared.profile.personality_values() == pytest.approx(back)
     for _ in range(3):  # from then on nothing passes
         delta, _ = guard.finish(prepared, step)
         current = apply_correction(current, delta)
-        assert values(current) == pytest.approx(values(start) | {"warmth": 0.0})
+        assert current.personality_values() == pytest.approx(back)
         prepared = guard.prepare(current, seen(0.0))
     delta, note = guard.finish(guard.prepare(current, seen(0.3)), step)  # the similarity changed: moves pass again
     assert "pass again" in note
@@ -442,9 +441,9 @@ def test_the_guards_delta_gives_exactly_the_inner_delta_on_the_prepared_profile(
         assert delta.confidence == 1.0
         assert all(amount != 0 and round(amount, 4) == amount for _, amount in delta.adjustments)
         kept = [(n, a) for n, a in inner.adjustments if (n, 1 if a > 0 else -1) not in prepared.session.rejected]
-        expected = values(apply_correction(prepared.profile, inner.model_copy(update={"adjustments": kept})))
+        expected = apply_correction(prepared.profile, inner.model_copy(update={"adjustments": kept})).personality_values()
         current = apply_correction(current, delta)
-        assert values(current) == pytest.approx(expected, abs=5e-5 + 1e-12)
+        assert current.personality_values() == pytest.approx(expected, abs=5e-5 + 1e-12)
 
 
 def test_the_guards_memory_is_bounded():

@@ -388,16 +388,12 @@ def test_a_prompt_longer_than_the_models_context_falls_back_to_the_expert_and_is
     assert any(v["fallbacks"] >= 1 for v in (client.get("/version").json() for _ in range(20)))
 
 
-def _axes(profile: AiProfile) -> dict[str, float]:
-    return {axis.name: axis.value for axis in profile.personality}
-
-
 def _moves_as(profile: AiProfile, sent: PersonalityDelta, policy_delta: PersonalityDelta) -> None:
     """The similarity guard's delta (confidence 1, relative to the request's profile) moves the profile as the
     policy's own delta does, to the 4 decimals sent (a first request: nothing to judge)."""
     assert sent.confidence == 1.0
-    expected = _axes(apply_correction(profile, policy_delta))
-    assert _axes(apply_correction(profile, sent)) == pytest.approx(expected, abs=5e-5)
+    expected = apply_correction(profile, policy_delta).personality_values()
+    assert apply_correction(profile, sent).personality_values() == pytest.approx(expected, abs=5e-5)
 
 
 def _validation_message(response: httpx.Response) -> str:
@@ -489,7 +485,7 @@ def test_a_step_after_which_the_similarity_fell_is_undone_by_the_guard(service):
     with httpx.Client(base_url=service.secure_url, timeout=60, headers=headers) as http:
         first = PredictDeltaResponse.model_validate(http.post("/predict-delta", json=body).json())
         after = apply_correction(start, first.delta)
-        assert _axes(after) != _axes(start)
+        assert after.personality_values() != start.personality_values()
         body["profile"] = after.model_dump(mode="json")
         body["observation"]["similarity_to_target"] = 0.5  # it was 0.667
         second = PredictDeltaResponse.model_validate(http.post("/predict-delta", json=body).json())
@@ -500,8 +496,9 @@ def test_a_step_after_which_the_similarity_fell_is_undone_by_the_guard(service):
         delta, note = guard.finish(prepared, predict_delta(prepared.profile, observation)[0])
     assert second.delta == delta and note.startswith("Similarity guard: similarity fell 0.6670 -> 0.5000")
     assert second.reasoning.startswith("Trait estimates") and second.reasoning.endswith(f". {note}")
-    added = {axis: 0.0 for axis in _axes(after).keys() - _axes(start).keys()}  # an undone new axis: 0, as if missing
-    assert _axes(apply_correction(after, second.delta)) == pytest.approx(_axes(start) | added, abs=5e-5)
+    before, moved = start.personality_values(), after.personality_values()
+    added = {axis: 0.0 for axis in moved.keys() - before.keys()}  # an undone new axis: 0, as if missing
+    assert apply_correction(after, second.delta).personality_values() == pytest.approx(before | added, abs=5e-5)
 
 
 def test_under_a_similarity_that_never_changes_the_guard_holds_the_policy_and_does_not_ask_it(service):
@@ -518,10 +515,11 @@ def test_under_a_similarity_that_never_changes_the_guard_holds_the_policy_and_do
         after = apply_correction(start, first.delta)
         body["profile"] = after.model_dump(mode="json")
         second = PredictDeltaResponse.model_validate(http.post("/predict-delta", json=body).json())
-    assert _axes(after) != _axes(start)
+    assert after.personality_values() != start.personality_values()
     assert second.reasoning.startswith("expert policy not asked.") and "never changed" in second.reasoning
-    added = {axis: 0.0 for axis in _axes(after).keys() - _axes(start).keys()}
-    assert _axes(apply_correction(after, second.delta)) == pytest.approx(_axes(start) | added, abs=5e-5)
+    before, moved = start.personality_values(), after.personality_values()
+    added = {axis: 0.0 for axis in moved.keys() - before.keys()}
+    assert apply_correction(after, second.delta).personality_values() == pytest.approx(before | added, abs=5e-5)
 
 
 @pytest.mark.parametrize("value", [None, "", "   "])

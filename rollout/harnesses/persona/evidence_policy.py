@@ -193,7 +193,7 @@ class EvidencePolicy:
         with self._lock:
             session = self._session(profile)
             similarity = similarity_before = observation.similarity_to_target
-            start = {axis.name: axis.value for axis in profile.personality}
+            start = profile.personality_values()
             notes: list[str] = []
             if session.step is not None:  # the profile is as our last delta left it: that step is judged now
                 session.step.after = similarity
@@ -412,7 +412,7 @@ class EvidencePolicy:
         session = self._sessions.get(profile.id)
         if session is None:
             session = _Session()
-        elif session.expected and not as_left({a.name: a.value for a in profile.personality}, session.expected):
+        elif session.expected and not as_left(profile.personality_values(), session.expected):
             session.last_similarity, session.last_change, session.pending, session.step = None, {}, [], None  # no judging
         self._sessions.put(profile.id, session)
         return session

@@ -99,6 +99,10 @@ class AiProfile(_Serde):
         """The axis value, or None when the profile has no such axis (RustyWorm's personality_value)."""
         return next((a.value for a in self.personality if a.name == axis_name), None)
 
+    def personality_values(self) -> dict[str, float]:
+        """Every axis's value by name: how the persona policies compare a profile with where they left it."""
+        return {axis.name: axis.value for axis in self.personality}
+
 
 class PersonalityDelta(_Serde):
     adjustments: list[Adjustment] = Field(default_factory=list)

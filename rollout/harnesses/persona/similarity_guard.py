@@ -92,7 +92,7 @@ class SimilarityGuard:
     def prepare(self, profile: AiProfile, observation: BehaviorObservation) -> Prepared:
         """Judge the last step by this request's similarity (undo it if it fell) and apply the deaf rule."""
         similarity = observation.similarity_to_target
-        values = _values(profile)
+        values = profile.personality_values()
         notes: list[str] = []
         with self._lock:
             session = self._sessions.get(profile.id) or _Session(origin=dict(values))
@@ -137,18 +137,14 @@ class SimilarityGuard:
                 notes.append(f"dropped {dropped} move(s) the similarity rejected before")
             final = apply_correction(prepared.profile, inner.model_copy(update={"adjustments": kept}))
             delta = _delta_between(prepared.request, final, inner.source)
-            left = _values(apply_correction(prepared.request, delta))
-            start = _values(prepared.profile)
+            left = apply_correction(prepared.request, delta).personality_values()
+            start = prepared.profile.personality_values()
             session.expected = left
             session.step = {axis: (start.get(axis, 0.0), value) for axis, value in left.items()
                             if abs(value - start.get(axis, 0.0)) >= 1e-6}
             session.before = prepared.before
             self._sessions.put(prepared.request.id, session)
         return delta, f"Similarity guard: {'; '.join(notes)}." if notes else ""
-
-
-def _values(profile: AiProfile) -> dict[str, float]:
-    return {axis.name: axis.value for axis in profile.personality}
 
 
 def _sign(change: float) -> int:
@@ -158,7 +154,7 @@ def _sign(change: float) -> int:
 
 def _moved_to(profile: AiProfile, values: dict[str, float]) -> AiProfile:
     """`profile` with its axes set to `values`, as the client would have it after such a delta."""
-    current = _values(profile)
+    current = profile.personality_values()
     moves = [(axis, value - current[axis]) for axis, value in values.items() if value != current[axis]]
     return apply_correction(profile, PersonalityDelta(adjustments=moves, confidence=1.0)) if moves else profile
 
@@ -166,9 +162,9 @@ def _moved_to(profile: AiProfile, values: dict[str, float]) -> AiProfile:
 def _delta_between(start: AiProfile, final: AiProfile, source: DeltaSource) -> PersonalityDelta:
     """The delta (confidence 1) that takes `start`'s axes to `final`'s: the difference on an axis `start` has,
     the value itself on one it lacks (RustyWorm adds a missing axis at the unscaled amount)."""
-    before = _values(start)
+    before = start.personality_values()
     adjustments = []
-    for axis, value in _values(final).items():
+    for axis, value in final.personality_values().items():
         amount = round(value - before[axis] if axis in before else value, DECIMALS)
         if amount != 0.0:
             adjustments.append((axis, amount))
