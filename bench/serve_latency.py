@@ -16,7 +16,7 @@ generate of max_tokens 1, tokens/s is (tokens - 1) / (time of a max_tokens gener
 
 Usage (from the repository root):
   python bench/serve_latency.py [--policy evidence|llm] [--levels 1 8 32] [--requests-per-client 8]
-                                [--max-tokens 32] [--model-path DIR] [--stream-requests 20]
+                                [--max-tokens 32] [--model-path DIR] [--stream-requests 20] [--replicas 1]
 The untrained tiny model writes no valid delta, so every llm answer also runs the expert fallback.
 """
 
@@ -86,7 +86,7 @@ async def bench(args: argparse.Namespace, url: str, engine, prompt: list[int], b
             await via_serve()
             if engine is not None:
                 await via_engine()
-        print(f"policy {args.policy}, {args.requests_per_client} requests per client"
+        print(f"policy {args.policy}, {args.replicas} replica(s), {args.requests_per_client} requests per client"
               + (f", prompt {len(prompt)} tokens, max_tokens {args.max_tokens}" if engine is not None else ""))
         columns = f"{'serve p50':>9} {'p99':>7} {'req/s':>6}"
         if engine is not None:
@@ -103,7 +103,7 @@ async def bench(args: argparse.Namespace, url: str, engine, prompt: list[int], b
                 line += f" | {1000 * e50:>8.0f}ms {1000 * e99:>5.0f}ms {count / engine_wall:>6.1f} | {s50 / e50:.2f}"
             print(line)
         version = (await http.get("/version")).json()
-        print(f"/version: {version['answers']} answers, fallback rate {version['fallback_rate']:.3f} (one replica)")
+        print(f"/version: {version['answers']} answers, fallback rate {version['fallback_rate']:.3f} (the replica that answered)")
     if engine is not None:
         await bench_streaming(args, url, engine, prompt, eos)
 
@@ -166,6 +166,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens the model may write per request")
     parser.add_argument("--model-path", default=None, help="a local HF model directory (default: the tiny model)")
     parser.add_argument("--stream-requests", type=int, default=20, help="llm: streamed requests per path")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="ingress replicas (more than 1: the per-profile memory is the shared PersonaSessions)")
     args = parser.parse_args()
 
     model_path = str(resolve_model_path(ModelConfig(path=args.model_path)))
@@ -179,6 +181,7 @@ def main() -> None:
         engine=engine_config,
         sampling=SamplingConfig(temperature=0.0, max_tokens=args.max_tokens),
         replica_num_cpus=0.5,
+        num_replicas=args.replicas,
         trainer={"num_cpus": 0.5},
     )
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)

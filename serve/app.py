@@ -16,18 +16,22 @@ With policy "llm" the served model reads the persona harness's prompt and writes
 profile's axes unless constrain_replies is false; a reply that cannot be used, a prompt that does not fit, or a
 failed engine falls back to the persona expert and says so in `reasoning`, never a 500. Policy "evidence" (the default): the evidence policy
 (rollout.harnesses.persona.evidence_policy) answers from the response text, patterns and similarity, with a
-bounded per-profile memory in each replica. Policy "expert": the persona expert answers. Policy
+bounded per-profile memory. Policy "expert": the persona expert answers. Policy
 "rllib": the PPO baseline's checkpoint (`terrarium baseline`) answers, loaded by whoever starts the service
 (cluster.serve_command) and handed to build_app; it is trained offline, so /train refuses it. RustyWorm's
 request does not say how many observations of the target came before, so the PPO policy reads every request
 as the target's first observation (observations_used 0, as at the start of a training episode).
-Every policy but "evidence" (which judges its own steps) answers through one SimilarityGuard per replica
+Every policy but "evidence" (which judges its own steps) answers through the SimilarityGuard
 (rollout.harnesses.persona.similarity_guard), policy llm's expert fallback included, and so does the expert
 fallback that answers should the evidence policy itself raise: a step after which the client's similarity fell
 is undone and its moves are not repeated, and under a similarity that never changes the profile goes back to
 where it was found, so that no policy leaves profiles worse on average than it found them
 by the client's own measure. The delta sent is then relative to the request's profile with confidence 1, and
 the guard's note, when it has one, ends `reasoning` (a fallback's still starts with "Fallback").
+The evidence policy and the guard keep per-profile memories (serve.persona_sessions.PersonaSessions): in the
+replica when there is one, else in one PersonaSessions deployment that every ingress replica calls, so that a
+client's consecutive requests are judged by one memory however Serve routes them; while that deployment does
+not answer, the answer is a counted fallback (the expert through the guard, or, without the guard, no move).
 
 With a served model, every replica of an application shares one PolicyTrainer actor (learner.online_trainer),
 which pushes weights into PolicyLLM (serve.llm_server.ServedEngine): /train updates and published
@@ -84,14 +88,14 @@ from rollout.harnesses.tools import ActionParseError
 from rollout.models.checkpoints import describe_checkpoint
 from rollout.models.source import resolve_model_path
 from rollout.harnesses.persona import estimator
-from rollout.harnesses.persona.evidence_policy import EvidencePolicy
 from rollout.harnesses.persona.models import EvolutionTrajectory, PersonalityDelta
-from rollout.harnesses.persona.similarity_guard import SimilarityGuard
 from rollout.data.store import open_store
 from rollout.data.trajectory import Trajectory
 from serve.config import PublishedPolicy, ServeConfig
 from serve.guards import GuardSettings, RequestGuard
 from serve.llm_server import llm_config, llm_deployment
+from serve.persona_sessions import CALL_TIMEOUT_S, PersonaSessions, PersonaSessionsDeployment
+from serve.persona_sessions import DEPLOYMENT_NAME as SESSIONS_DEPLOYMENT_NAME
 from rollout.harnesses.persona.policy_format import PersonaPolicyFormat, parse_delta, reply_grammar, reply_sampling
 from serve.schemas import (
     PredictDeltaRequest,
@@ -147,6 +151,20 @@ def _short(text: str) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "..."
 
 
+def _failure(exc: Exception) -> str:
+    """An exception as a reasoning quotes it: its type and the last line of its message (a remote one's cause)."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CALL_TIMEOUT_S:.0f} s"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {_short(lines[-1] if lines else '')}"
+
+
+def _held(why: str) -> PredictDeltaResponse:
+    """The fallback that moves nothing: with no session memory no step can be judged or guarded, and a profile
+    left where it is is never made worse."""
+    return PredictDeltaResponse(delta=PersonalityDelta(), confidence=1.0, reasoning=f"{FALLBACK}: no move, because {why}.")
+
+
 @dataclass(frozen=True)
 class ServiceBuild:
     """What the replicas are built from, apart from the published policy (their user_config). `publish`
@@ -162,7 +180,9 @@ class ServiceBuild:
 
 
 class PolicyService(OpenAiIngress):
-    def __init__(self, build: ServiceBuild, llm_deployments: dict[str, Any], model_cards: dict[str, Any]) -> None:
+    def __init__(
+        self, build: ServiceBuild, sessions: Any, llm_deployments: dict[str, Any], model_cards: dict[str, Any]
+    ) -> None:
         super().__init__(llm_deployments, model_cards)
         self.build = build
         self.config = build.config
@@ -170,8 +190,10 @@ class PolicyService(OpenAiIngress):
         self.trainer = build.trainer
         self.llm = llm_deployments.get(self.config.model_id)  # PolicyLLM's handle; None without a model
         self.delta_policy = build.delta_policy
-        self.evidence = EvidencePolicy() if self.config.policy == "evidence" else None
-        self.similarity_guard = SimilarityGuard()  # every other policy's answers, and the evidence one's fallback
+        # The evidence policy and the similarity guard: PersonaSessions' handle when the app may run several
+        # replicas (their one shared memory), else this replica's own (no hop)
+        self.sessions = sessions if sessions is not None else PersonaSessions(self.config.policy == "evidence")
+        self.shared_sessions = sessions is not None
         self.answers = self.fallbacks = 0  # /predict-delta answers of this replica, and how many were fallbacks
         self.answer_counter = Counter(
             "terrarium_predict_delta_answers", "/predict-delta answers, by outcome (policy or fallback)", ("outcome",)
@@ -253,13 +275,16 @@ class PolicyService(OpenAiIngress):
 
     async def _predict_delta(self, request: PredictDeltaRequest) -> PredictDeltaResponse:
         failure = None
-        if self.evidence is not None:
+        if self.config.policy == "evidence":
             try:
-                delta, confidence, reasoning = self.evidence.predict(request.profile, request.observation)
+                delta, confidence, reasoning = await self._session_call("predict", request.profile, request.observation)
                 return PredictDeltaResponse(delta=delta, confidence=confidence, reasoning=reasoning)
             except Exception as exc:  # a defect of the policy must not cost the client its answer: counted, guarded
-                failure = f"the evidence policy failed ({type(exc).__name__}: {_short(str(exc))})"
-        prepared = self.similarity_guard.prepare(request.profile, request.observation)
+                failure = f"the evidence policy failed ({_failure(exc)})"
+        try:
+            prepared = await self._session_call("prepare", request.profile, request.observation)
+        except Exception as exc:  # no memory to judge the last step by, nor to guard this one: no move
+            return _held(f"the session memory failed ({_failure(exc)})")
         guarded = request.model_copy(update={"profile": prepared.profile})
         if failure is not None:  # the expert, which unguarded leaves most profiles worse, through the guard too
             answer = self._fallback(guarded, failure)
@@ -268,9 +293,19 @@ class PolicyService(OpenAiIngress):
         else:  # a deaf similarity: the guard holds every move, so the policy (an engine call, maybe) is not asked
             answer = PredictDeltaResponse(delta=PersonalityDelta(), confidence=1.0,
                                           reasoning=f"{self.config.policy} policy not asked.")
-        delta, note = self.similarity_guard.finish(prepared, answer.delta)
+        try:
+            delta, note = await self._session_call("finish", prepared, answer.delta)
+        except Exception as exc:
+            return _held(f"the session memory failed ({_failure(exc)})")
         reasoning = f"{answer.reasoning} {note}" if note else answer.reasoning  # after: a fallback still starts it
         return answer.model_copy(update={"delta": delta, "confidence": delta.confidence, "reasoning": reasoning})
+
+    async def _session_call(self, method: str, *args: Any) -> Any:
+        """PersonaSessions.`method`(*args): in this replica, or on the shared deployment, waited for at most
+        CALL_TIMEOUT_S."""
+        if not self.shared_sessions:
+            return getattr(self.sessions, method)(*args)
+        return await asyncio.wait_for(getattr(self.sessions, method).remote(*args), CALL_TIMEOUT_S)
 
     async def _policy_answer(self, request: PredictDeltaRequest) -> PredictDeltaResponse:
         """The answer of a policy other than the evidence one (or its expert fallback), before the guard."""
@@ -463,7 +498,17 @@ def _application(build: ServiceBuild, release: PublishedPolicy) -> Application:
         )
         llm_deployments[config.model_id] = llm_deployment(served, config.engine.weight_sync_timeout_s, build.build_id)
         model_cards[config.model_id] = to_model_metadata(config.model_id, served)
-    return PolicyDeployment.options(**options).bind(build, llm_deployments, model_cards)
+    sessions = None  # one replica: it keeps the per-profile memory itself
+    if config.autoscaling is not None or config.num_replicas > 1:  # the one memory every replica shares
+        sessions = PersonaSessionsDeployment.options(
+            name=SESSIONS_DEPLOYMENT_NAME,
+            num_replicas=1,
+            max_ongoing_requests=1024,  # sub-millisecond calls: the ingress replicas' requests, never queued long
+            ray_actor_options={"num_cpus": 0},
+            version=build.build_id,  # publish keeps it (and its memory) running
+            _internal=True,
+        ).bind(config.policy == "evidence")
+    return PolicyDeployment.options(**options).bind(build, sessions, llm_deployments, model_cards)
 
 
 def _describe_checkpoint(checkpoint: str | Path, policy_version: int | None) -> PublishedPolicy:

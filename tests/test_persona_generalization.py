@@ -440,7 +440,7 @@ def test_the_guards_delta_gives_exactly_the_inner_delta_on_the_prepared_profile(
         delta, _ = guard.finish(prepared, inner)
         assert delta.confidence == 1.0
         assert all(amount != 0 and round(amount, 4) == amount for _, amount in delta.adjustments)
-        kept = [(n, a) for n, a in inner.adjustments if (n, 1 if a > 0 else -1) not in prepared.session.rejected]
+        kept = [(n, a) for n, a in inner.adjustments if (n, 1 if a > 0 else -1) not in prepared.rejected]
         expected = apply_correction(prepared.profile, inner.model_copy(update={"adjustments": kept})).personality_values()
         current = apply_correction(current, delta)
         assert current.personality_values() == pytest.approx(expected, abs=5e-5 + 1e-12)

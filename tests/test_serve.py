@@ -19,12 +19,14 @@ import logging
 import math
 import os
 import queue
+import random
 import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +51,9 @@ from rollout.engine import SamplingConfig, serialize_state_dict
 from serve.llm_server import DEPLOYMENT_NAME, fingerprint
 from rollout.harnesses.persona.harness import PersonaHarness, first_observation_text
 from rollout.harnesses.tools import ActionParseError, format_action
+from rollout.harnesses.persona.client import EvidenceClientPolicy, play_episode
 from rollout.harnesses.persona.estimator import predict_delta
+from rollout.harnesses.persona.generators import GENERATORS, family_persona
 from rollout.harnesses.persona.evidence_policy import EvidencePolicy
 from rollout.harnesses.persona.similarity_guard import SimilarityGuard
 from rollout.harnesses.persona.models import (
@@ -520,6 +524,66 @@ def test_under_a_similarity_that_never_changes_the_guard_holds_the_policy_and_do
     before, moved = start.personality_values(), after.personality_values()
     added = {axis: 0.0 for axis in moved.keys() - before.keys()}
     assert apply_correction(after, second.delta).personality_values() == pytest.approx(before | added, abs=5e-5)
+
+
+class _HttpDeltaPolicy:
+    """/predict-delta as client.play_episode asks a policy: the RustyWorm client's side of the wire."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.http, self.reasonings = http, []
+
+    def new_episode(self) -> None:
+        return None
+
+    def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
+        body = {"profile": profile.model_dump(mode="json"), "observation": observation.model_dump(mode="json")}
+        response = self.http.post("/predict-delta", json=body)
+        assert response.status_code == 200, response.text
+        answer = PredictDeltaResponse.model_validate(response.json())
+        self.reasonings.append(answer.reasoning)
+        return answer.delta
+
+
+def test_scaled_out_replicas_share_one_session_memory(ray_session, serve_port):
+    """The default policy behind 2 ingress replicas: Serve routes a client's requests to either, and the
+    episodes come out exactly as with one in-process policy (each step judged, the similarity calibrated),
+    because the per-profile memory is one PersonaSessions deployment. With a memory per replica, the
+    observation count in `reasoning` restarts whenever a request meets the other replica."""
+    from ray import serve
+
+    config = load_serve_config(
+        SERVE_CONFIG,
+        ["app_name=test-scale", "policy=evidence", "openai_api=false", "num_replicas=2", f"port={serve_port}",
+         "route_prefix=/scale", "replica_num_cpus=0.1", "store=null"],
+    )
+    generator = GENERATORS["plainspoken"]
+    personas = [family_persona("serve-test", generator.name, i) for i in range(3)]
+    local = [play_episode(EvidenceClientPolicy(), p, generator, random.Random(f"scale-{i}")) for i, p in enumerate(personas)]
+    assert sum(result.observations for result in local) >= 12  # enough requests that both replicas answer some
+    try:
+        url = start_service(config)
+        with httpx.Client(base_url=url.rstrip("/"), timeout=60) as http:
+            for i, (persona, expected) in enumerate(zip(personas, local)):
+                policy = _HttpDeltaPolicy(http)
+                assert play_episode(policy, persona, generator, random.Random(f"scale-{i}")) == expected
+                counts = [int(re.search(r"observation (\d+) of this profile", r).group(1)) for r in policy.reasonings]
+                assert counts == list(range(1, expected.observations + 1))
+            replicas = serve.status().applications["test-scale"].deployments["PolicyService"].replica_states
+            assert replicas.get("RUNNING") == 2
+            # The memory's replica killed: every answer is still a 200 (while none answers in time, a counted
+            # fallback: the expert through the guard, or no move at all) until Serve's new replica answers.
+            name = next(actor["name"] for actor in ray_session.util.list_named_actors(all_namespaces=True)
+                        if "test-scale#PersonaSessions" in actor["name"])
+            ray_session.kill(ray_session.get_actor(name, namespace="serve"), no_restart=True)
+            policy, deadline = _HttpDeltaPolicy(http), time.monotonic() + 120
+            while not policy.reasonings or not policy.reasonings[-1].startswith("evidence policy"):
+                assert time.monotonic() < deadline, policy.reasonings
+                delta = policy.predict(personas[0].start, generator.observe(personas[0].target, personas[0].start,
+                                                                            random.Random(0)))
+                assert policy.reasonings[-1].startswith(("evidence policy", "Fallback")), policy.reasonings
+                assert delta.adjustments == [] or not policy.reasonings[-1].startswith("Fallback: no move")
+    finally:
+        serve.delete("test-scale")
 
 
 @pytest.mark.parametrize("value", [None, "", "   "])

@@ -67,14 +67,16 @@ class _Session:
 @dataclass(frozen=True)
 class Prepared:
     """What prepare decided: `profile` is the one the inner policy answers for (the request's, with any undo or
-    return to the origin applied); `passes` is False while the similarity is deaf (no inner move is sent)."""
+    return to the origin applied); `passes` is False while the similarity is deaf (no inner move is sent). Plain
+    data, no reference to the session (finish finds it by the profile id), so it may cross processes (the
+    service's guard lives in serve.persona_sessions, a deployment of its own)."""
 
     request: AiProfile
     profile: AiProfile
     before: float  # the similarity `profile` is judged to have: the next step is judged against it
     passes: bool
     notes: tuple[str, ...]
-    session: _Session = field(repr=False)
+    rejected: frozenset[Move]  # the session's rejected moves: finish drops them from the inner delta
 
 
 class SimilarityGuard:
@@ -121,16 +123,20 @@ class SimilarityGuard:
                              "the profile goes back to where it was found and the policy's moves are held")
                 target = back
             passes = not session.deaf
-        return Prepared(profile, _moved_to(profile, target), before, passes, tuple(notes), session)
+            rejected = frozenset(session.rejected)
+        return Prepared(profile, _moved_to(profile, target), before, passes, tuple(notes), rejected)
 
     def finish(self, prepared: Prepared, inner: PersonalityDelta) -> tuple[PersonalityDelta, str]:
         """The delta to send: the inner delta on prepared.profile, less rejected moves (all of them while deaf),
         composed with the undo into one delta relative to the request's profile (confidence 1)."""
-        session, notes = prepared.session, list(prepared.notes)
+        notes = list(prepared.notes)
         kept = []
         with self._lock:
+            session = self._sessions.get(prepared.request.id)  # None only if dropped from the LRU since prepare
+            if session is None:
+                session = _Session(origin=prepared.request.personality_values())
             for axis, amount in inner.adjustments:
-                if prepared.passes and (axis, _sign(amount)) not in session.rejected:
+                if prepared.passes and (axis, _sign(amount)) not in prepared.rejected:
                     kept.append((axis, amount))
             dropped = len(inner.adjustments) - len(kept)
             if dropped and prepared.passes:
