@@ -17,12 +17,13 @@ from rollout.harnesses.persona.client import (
     EvidenceClientPolicy, ExpertClientPolicy, GuardedClientPolicy, HeuristicClientPolicy, play_episode,
 )
 from rollout.harnesses.persona.evidence_policy import LINEAR, QUADRATIC, EvidencePolicy, _whole_reciprocal
-from rollout.harnesses.persona.generators import AXIS_POOL, GENERATORS, MAX_AXES, MIN_AXES, family_persona
+from rollout.harnesses.persona.generators import AXIS_POOL, GENERATORS, MAX_AXES, MIN_AXES, FamilyPersona, family_persona
 from rollout.harnesses.persona.lexicon import axis_channel, parse_patterns
 from rollout.harnesses.persona.models import (
     AiProfile, BehaviorObservation, PersonalityAxis, PersonalityDelta, apply_correction,
 )
 from rollout.harnesses.persona.profiles import AXES
+from rollout.harnesses.persona.session_memory import continues, remember
 from rollout.harnesses.persona.similarity_guard import SimilarityGuard
 from rollout.harnesses.persona.simulator import BODY_SENTENCES
 
@@ -128,6 +129,54 @@ def test_a_step_that_lowered_similarity_is_undone_and_memory_is_bounded():
     for other in ("a", "b"):
         policy.predict(profile({"confidence": 0.0}, other), hedged)
     assert "evolving" not in policy._sessions and len(policy._sessions) == 2
+
+
+class _OneClient:
+    """A policy as one client meets it: never told that a new profile begins (the service is not either)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def new_episode(self) -> None:
+        return None
+
+    def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
+        return self.inner.predict(profile, observation)
+
+
+@pytest.mark.parametrize("policy", [EvidenceClientPolicy, lambda: GuardedClientPolicy(ExpertClientPolicy())])
+@pytest.mark.parametrize("same_start", [False, True])
+def test_a_client_naming_every_profile_alike_is_served_as_one_naming_each_its_own(policy, same_start):
+    """One id for every profile a client evolves, one after another (each from its own start, or all from one
+    built-in start): each profile converges exactly as under an id of its own (same observations, same final
+    convergence). Before `continues`, the evidence policy converged 0.000-0.025 of 200 fit personas a generator
+    so served instead of 0.740-0.895 (the old session's ruled-out axes, located targets and cues belonged to
+    another target)."""
+    generator = GENERATORS["plainspoken"]
+    one_start = family_persona("fit", generator.name, 0).start
+    own, alike = policy(), _OneClient(policy())
+    for i in range(40):
+        persona = family_persona("fit", generator.name, i)
+        start = one_start if same_start else persona.start
+        mine = FamilyPersona(persona.target, start.model_copy(update={"id": f"own-{i}"}))
+        shared = FamilyPersona(persona.target, start.model_copy(update={"id": "mimic"}))
+        expected = play_episode(own, mine, generator, random.Random(i))
+        served = play_episode(alike, shared, generator, random.Random(i))
+        assert (served.converged, served.observations, served.final_convergence) == (
+            expected.converged, expected.observations, expected.final_convergence), i
+
+
+def test_a_profile_back_at_one_the_session_saw_continues_it_only_with_the_same_similarity():
+    """The client restarted the profile (or skipped a delta): the same target gives it the same similarity, and
+    the session goes on (what it located is kept); another similarity is another target: a new session."""
+    start = {"confidence": 0.8, "humor": -0.2}
+    left = {"confidence": 0.3, "humor": -0.2}
+    history = remember(remember([], start, 0.7), left, 0.75)
+    assert continues(start, 0.7, left, history) and continues(left, 0.75, left, history)
+    assert not continues(start, 0.71, left, history)
+    assert continues({"confidence": 0.6, "humor": 0.1}, 0.7, left, history)  # nudged within NUDGE
+    assert not continues({"confidence": 0.9, "humor": -0.2}, 0.7, left, history)  # beyond it
+    assert not continues({"confidence": 0.3, "warmth": 0.1}, 0.7, left, history)  # another profile's axes
 
 
 def test_observed_convergence_is_rustyworms_signature_agreement():

@@ -26,7 +26,8 @@ Rules:
   With no evidence left to act on and a responding similarity, an untested axis gets a small test move.
   A request whose profile is not as the last delta left it (the client restarted, blended in its own nudges,
   or did not apply the delta) judges no step; the evidence gathered for that profile id is kept, since it is
-  evidence about the same target.
+  evidence about the same target, unless the profile is another one under the same id
+  (session_memory.continues): that one starts a new session.
 - A similarity that never moves is no judge (a constant, or RustyWorm's default 0.0 from a client that does not
   compute one). Once it has stayed exactly the same while DEAF_AFTER axes of the profile were moved (a target
   lacks an axis or two, rarely three), the session is deaf: the axes moved on cues go back to where it found
@@ -73,7 +74,9 @@ from dataclasses import dataclass, field
 from rollout.harnesses.persona.analysis import CONVERGED_AT
 from rollout.harnesses.persona.lexicon import CHANNELS, axis_channel, read_text, self_description
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
-from rollout.harnesses.persona.session_memory import FLAT_CHANGE, MEMORY_SIZE, SessionMemory, SimilarityRange, as_left
+from rollout.harnesses.persona.session_memory import (
+    FLAT_CHANGE, MEMORY_SIZE, Seen, SessionMemory, SimilarityRange, as_left, continues, remember,
+)
 
 MAX_STEPS = 32  # judged steps kept per session for the slope models (each request replays them)
 SIMILARITY_TOLERANCE = 1e-4
@@ -172,6 +175,7 @@ class _Session:
     similarities: SimilarityRange = field(default_factory=SimilarityRange)  # lowest and highest reported
     resolution: float = 1.0  # how finely the client writes its similarity (1e-6: to 6 decimals; see _resolution)
     deaf: bool = False  # the similarity never moved although we did: text cues alone, which misread more than they read
+    seen: list[Seen] = field(default_factory=list)  # the first and latest profiles with their similarities (continues)
 
 
 class EvidencePolicy:
@@ -191,7 +195,7 @@ class EvidencePolicy:
 
     def predict(self, profile: AiProfile, observation: BehaviorObservation) -> tuple[PersonalityDelta, float, str]:
         with self._lock:
-            session = self._session(profile)
+            session = self._session(profile, observation.similarity_to_target)
             similarity = similarity_before = observation.similarity_to_target
             start = profile.personality_values()
             notes: list[str] = []
@@ -408,12 +412,19 @@ class EvidencePolicy:
                 added[spec.names[0]] = round(estimate * weight / (weight + self.params.prior), 4)
         return added
 
-    def _session(self, profile: AiProfile) -> _Session:
+    def _session(self, profile: AiProfile, similarity: float) -> _Session:
+        """The session of profile.id: judging no step when the profile is not as our last delta left it, and a
+        new one when it is another profile under that id (session_memory.continues)."""
+        values = profile.personality_values()
         session = self._sessions.get(profile.id)
+        if session is not None and session.expected and not as_left(values, session.expected):
+            if continues(values, similarity, session.expected, session.seen):
+                session.last_similarity, session.last_change, session.pending, session.step = None, {}, [], None
+            else:
+                session = None
         if session is None:
             session = _Session()
-        elif session.expected and not as_left(profile.personality_values(), session.expected):
-            session.last_similarity, session.last_change, session.pending, session.step = None, {}, [], None  # no judging
+        session.seen = remember(session.seen, values, similarity)
         self._sessions.put(profile.id, session)
         return session
 

@@ -11,7 +11,8 @@ policy keeps its own) and judges it by the next similarity:
   step is undone in this answer, and each (axis, direction) it moved is rejected: later moves of that axis that
   way are dropped from the inner policy's deltas. The step after an undo is judged against the similarity from
   before the undone step (the profile is back there). A profile not as the guard left it (the client restarted,
-  blended in its own nudges, or did not apply the delta) judges nothing.
+  blended in its own nudges, or did not apply the delta) judges nothing; another profile under the same id
+  (session_memory.continues) starts a new session.
 - The deaf rule. A similarity that has never changed (max - min <= FLAT_CHANGE this session) while an axis of
   the profile was moved away from where the session first found it (an added axis: from 0, as if missing) judges
   nothing (a constant, or RustyWorm's default 0.0): the axes go back to where the session found them and no
@@ -43,7 +44,9 @@ from dataclasses import dataclass, field
 from rollout.harnesses.persona.models import (
     AiProfile, BehaviorObservation, DeltaSource, PersonalityDelta, apply_correction,
 )
-from rollout.harnesses.persona.session_memory import MEMORY_SIZE, SessionMemory, SimilarityRange, as_left
+from rollout.harnesses.persona.session_memory import (
+    MEMORY_SIZE, Seen, SessionMemory, SimilarityRange, as_left, continues, remember,
+)
 
 FALL_TOLERANCE = 1e-4  # a similarity that fell by more than this after a step: the step is undone
 DEAF_AFTER = 1  # axes moved with the similarity unchanged before it counts as deaf (see the module doc)
@@ -62,6 +65,7 @@ class _Session:
     before: float = 0.0  # the similarity that step started from
     rejected: set[Move] = field(default_factory=set)
     deaf: bool = False
+    seen: list[Seen] = field(default_factory=list)  # the first and latest profiles with their similarities (continues)
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,13 @@ class SimilarityGuard:
         values = profile.personality_values()
         notes: list[str] = []
         with self._lock:
-            session = self._sessions.get(profile.id) or _Session(origin=dict(values))
+            session = self._sessions.get(profile.id)
+            if session is not None and session.expected and not as_left(values, session.expected) \
+                    and not continues(values, similarity, session.expected, session.seen):
+                session = None  # another profile under this id: its steps and rejections are not this one's
+            if session is None:
+                session = _Session(origin=dict(values))
+            session.seen = remember(session.seen, values, similarity)
             self._sessions.put(profile.id, session)
             session.similarities.add(similarity)
             before = similarity
