@@ -26,8 +26,9 @@ Rules:
   With no evidence left to act on and a responding similarity, an untested axis gets a small test move.
   A request whose profile is not as the last delta left it (the client restarted, blended in its own nudges,
   or did not apply the delta) judges no step; the evidence gathered for that profile id is kept, since it is
-  evidence about the same target, unless the profile is another one under the same id
-  (session_memory.continues): that one starts a new session.
+  evidence about the same target, unless the profile is another one under the same id (a client naming
+  every profile alike, or evolving several at once under one): that one gets a session of its own
+  (session_memory.SessionMemory.claim).
 - A similarity that never moves is no judge (a constant, or RustyWorm's default 0.0 from a client that does not
   compute one). Once it has stayed exactly the same while DEAF_AFTER axes of the profile were moved (a target
   lacks an axis or two, rarely three), the session is deaf: the axes moved on cues go back to where it found
@@ -74,9 +75,7 @@ from dataclasses import dataclass, field
 from rollout.harnesses.persona.analysis import CONVERGED_AT
 from rollout.harnesses.persona.lexicon import CHANNELS, axis_channel, read_text, self_description
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
-from rollout.harnesses.persona.session_memory import (
-    FLAT_CHANGE, MEMORY_SIZE, Seen, SessionMemory, SimilarityRange, as_left, continues, remember,
-)
+from rollout.harnesses.persona.session_memory import FLAT_CHANGE, MEMORY_SIZE, Seen, SessionMemory, SimilarityRange
 
 MAX_STEPS = 32  # judged steps kept per session for the slope models (each request replays them)
 SIMILARITY_TOLERANCE = 1e-4
@@ -413,19 +412,11 @@ class EvidencePolicy:
         return added
 
     def _session(self, profile: AiProfile, similarity: float) -> _Session:
-        """The session of profile.id: judging no step when the profile is not as our last delta left it, and a
-        new one when it is another profile under that id (session_memory.continues)."""
-        values = profile.personality_values()
-        session = self._sessions.get(profile.id)
-        if session is not None and session.expected and not as_left(values, session.expected):
-            if continues(values, similarity, session.expected, session.seen):
-                session.last_similarity, session.last_change, session.pending, session.step = None, {}, [], None
-            else:
-                session = None
-        if session is None:
-            session = _Session()
-        session.seen = remember(session.seen, values, similarity)
-        self._sessions.put(profile.id, session)
+        """The session this profile belongs to (session_memory: under its id, possibly a new one); one whose
+        last delta did not leave the profile so judges no step now."""
+        _, session, left = self._sessions.claim(profile.id, profile.personality_values(), similarity, _Session)
+        if not left:
+            session.last_similarity, session.last_change, session.pending, session.step = None, {}, [], None
         return session
 
     def _add_evidence(self, session: _Session, profile: AiProfile, observation: BehaviorObservation) -> None:

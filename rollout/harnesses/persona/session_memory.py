@@ -2,7 +2,7 @@
 
 Why: RustyWorm's request carries no history, so a policy that judges its last step by the client's next
 similarity (the evidence policy, the similarity guard) keeps a small session per profile id. Both keep it the
-same way: a bounded LRU of sessions (MEMORY_SIZE ids), a session judged only when the profile arrives as the
+same way: a bounded LRU of sessions (MEMORY_SIZE), a session judged only when the profile arrives as the
 last answer left it (`as_left`), and the range of similarities the client has reported, which says whether its
 similarity has ever changed at all (`SimilarityRange.changed`: a constant, or RustyWorm's default 0.0, never
 does). Not thread-safe: each owner holds its own lock around a whole request.
@@ -10,58 +10,123 @@ does). Not thread-safe: each owner holds its own lock around a whole request.
 A profile that is not as our last answer left it may still be the one the session evolves (the client nudged
 it, skipped a delta, restarted it toward the same target) or another profile under the same id (a client that
 names every profile alike, or starts each from one built-in profile): `continues` tells which, and another
-profile gets a new session. Kept, the old session misleads: its ruled-out axes, located targets and cues belong
-to another target (a client reusing one id for 200 fit personas a generator converged 0.000-0.025 of them
-instead of 0.740-0.895).
+profile gets a session of its own, beside the id's others (`SessionMemory.claim`: a client may evolve several
+profiles under one id at once). Kept, the old session misleads: its ruled-out axes, located targets and cues
+belong to another target (a client reusing one id for 200 fit personas a generator converged 0.000-0.025 of
+them instead of 0.740-0.895).
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-MEMORY_SIZE = 4096  # profile ids remembered (LRU)
+MEMORY_SIZE = 4096  # sessions remembered (LRU)
+PER_ID = 64  # sessions one profile id may hold (a client evolving that many profiles under it at once)
 MATCH_TOLERANCE = 0.02  # how far an axis may sit from where our delta left it and still be "our" session
 NUDGE = 0.5  # how far a client's own adjustments may move an axis from where our delta left it (continues)
 FLAT_CHANGE = 2e-6  # a similarity change this small (its rounding) is no change
 
-Session = TypeVar("Session")
+SessionKey = tuple[str, int]  # (profile id, serial): one id may hold several sessions
+
+
+class Remembered(Protocol):
+    """What the memory reads of a session: where our last answer left the profile, and remember's profiles."""
+
+    expected: dict[str, float]
+    seen: list[Seen]
+
+
+Session = TypeVar("Session", bound=Remembered)
 
 
 class SessionMemory(Generic[Session]):
-    """Sessions by profile id, the least recently used dropped beyond `size`."""
+    """Sessions of profile ids, the least recently used dropped beyond `size` (and beyond PER_ID of one id),
+    told apart by `claim`."""
 
     def __init__(self, size: int = MEMORY_SIZE) -> None:
         self.size = size
-        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._sessions: OrderedDict[SessionKey, Session] = OrderedDict()
+        self._serials: dict[str, list[int]] = {}  # profile id -> its sessions' serials, least recently used first
+        self._next_serial = 0
 
-    def get(self, profile_id: str) -> Session | None:
-        return self._sessions.get(profile_id)
+    def claim(
+        self, profile_id: str, values: dict[str, float], similarity: float, new: Callable[[], Session],
+    ) -> tuple[SessionKey, Session, bool]:
+        """The session a request's profile (`values`, at `similarity`) belongs to, made the most recently used
+        with the profile remembered, and whether the profile is as that session's last answer left it:
+        - the id's most recently used session, if its answer left the profile so or the profile continues it
+          (`continues`: nudged, or back at a profile it saw with the same similarity);
+        - else another of the id's sessions whose answer left the profile so, unless the profile is back at one
+          that session saw with another similarity (a start several profiles share, say: another target);
+        - else a new one, `new()`.
+        Only the latest session is continued from elsewhere: the more sessions are tried, the likelier a
+        profile of another target passes for a nudge or a restart."""
+        own = [((profile_id, serial), self._sessions[(profile_id, serial)])
+               for serial in reversed(self._serials.get(profile_id, []))]  # most recently used first
+        if own:
+            key, latest = own[0]
+            if as_left(values, latest.expected):
+                return self._claimed(key, latest, values, similarity, True)
+            if continues(values, similarity, latest.expected, latest.seen):
+                return self._claimed(key, latest, values, similarity, False)
+        for key, session in own[1:]:
+            if as_left(values, session.expected) and _agrees(values, similarity, session.seen) is not False:
+                return self._claimed(key, session, values, similarity, True)
+        self._next_serial += 1
+        return self._claimed((profile_id, self._next_serial), new(), values, similarity, False)
 
-    def put(self, profile_id: str, session: Session) -> None:
+    def _claimed(
+        self, key: SessionKey, session: Session, values: dict[str, float], similarity: float, left: bool,
+    ) -> tuple[SessionKey, Session, bool]:
+        session.seen = remember(session.seen, values, similarity)
+        self.put(key, session)
+        return key, session, left
+
+    def get(self, key: SessionKey) -> Session | None:
+        return self._sessions.get(key)
+
+    def put(self, key: SessionKey, session: Session) -> None:
         """Store (or touch) `session` as the most recently used."""
-        self._sessions[profile_id] = session
-        self._sessions.move_to_end(profile_id)
+        serials = self._serials.setdefault(key[0], [])
+        if key in self._sessions:
+            serials.remove(key[1])
+        serials.append(key[1])
+        self._sessions[key] = session
+        self._sessions.move_to_end(key)
+        if len(self._serials[key[0]]) > PER_ID:
+            self._drop((key[0], self._serials[key[0]][0]))
         while len(self._sessions) > self.size:
-            self._sessions.popitem(last=False)
+            self._drop(next(iter(self._sessions)))
 
     def pop(self, profile_id: str) -> None:
-        self._sessions.pop(profile_id, None)
+        """Forget every session of `profile_id`."""
+        for serial in list(self._serials.get(profile_id, [])):
+            self._drop((profile_id, serial))
 
     def clear(self) -> None:
         self._sessions.clear()
+        self._serials.clear()
+
+    def _drop(self, key: SessionKey) -> None:
+        del self._sessions[key]
+        serials = self._serials[key[0]]
+        serials.remove(key[1])
+        if not serials:
+            del self._serials[key[0]]
 
     def __contains__(self, profile_id: object) -> bool:
-        return profile_id in self._sessions
+        return profile_id in self._serials
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._sessions)
+        """The profile ids of the sessions, least recently used first."""
+        return (profile_id for profile_id, _ in self._sessions)
 
 
 def as_left(values: dict[str, float], expected: dict[str, float]) -> bool:
@@ -84,12 +149,20 @@ def continues(values: dict[str, float], similarity: float, expected: dict[str, f
     delta), the same target gives it the same similarity, and another target practically never does. Otherwise
     it is the session's when it has no axis our delta did not leave and each axis sits within NUDGE of where the
     delta left it (the client's own nudges); another profile has other axes or other values. (A profile as our
-    delta left it is taken for the session's: asking the same of the similarity there would end sessions at each
-    return to a profile under a noisy similarity.)"""
+    delta left it is taken for the latest session's: asking the same of the similarity there would end sessions
+    at each return to a profile under a noisy similarity.)"""
+    agrees = _agrees(values, similarity, seen)
+    if agrees is not None:
+        return agrees
+    return values.keys() <= expected.keys() and all(abs(v - expected[a]) <= NUDGE for a, v in values.items())
+
+
+def _agrees(values: dict[str, float], similarity: float, seen: list[Seen]) -> bool | None:
+    """Whether the similarity is the one seen with these values before; None when no seen profile had them."""
     for prior in seen:
         if as_left(values, prior.values):
             return abs(similarity - prior.similarity) <= FLAT_CHANGE
-    return values.keys() <= expected.keys() and all(abs(v - expected[a]) <= NUDGE for a, v in values.items())
+    return None
 
 
 def remember(seen: list[Seen], values: dict[str, float], similarity: float) -> list[Seen]:
@@ -114,6 +187,6 @@ class SimilarityRange:
 
 
 __all__ = [
-    "FLAT_CHANGE", "MATCH_TOLERANCE", "MEMORY_SIZE", "NUDGE", "Seen", "SessionMemory", "SimilarityRange", "as_left",
-    "continues", "remember",
+    "FLAT_CHANGE", "MATCH_TOLERANCE", "MEMORY_SIZE", "NUDGE", "PER_ID", "Seen", "SessionKey", "SessionMemory",
+    "SimilarityRange", "as_left", "continues", "remember",
 ]

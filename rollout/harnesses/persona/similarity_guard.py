@@ -12,7 +12,7 @@ policy keeps its own) and judges it by the next similarity:
   way are dropped from the inner policy's deltas. The step after an undo is judged against the similarity from
   before the undone step (the profile is back there). A profile not as the guard left it (the client restarted,
   blended in its own nudges, or did not apply the delta) judges nothing; another profile under the same id
-  (session_memory.continues) starts a new session.
+  gets a session of its own (session_memory.SessionMemory.claim).
 - The deaf rule. A similarity that has never changed (max - min <= FLAT_CHANGE this session) while an axis of
   the profile was moved away from where the session first found it (an added axis: from 0, as if missing) judges
   nothing (a constant, or RustyWorm's default 0.0): the axes go back to where the session found them and no
@@ -44,9 +44,7 @@ from dataclasses import dataclass, field
 from rollout.harnesses.persona.models import (
     AiProfile, BehaviorObservation, DeltaSource, PersonalityDelta, apply_correction,
 )
-from rollout.harnesses.persona.session_memory import (
-    MEMORY_SIZE, Seen, SessionMemory, SimilarityRange, as_left, continues, remember,
-)
+from rollout.harnesses.persona.session_memory import MEMORY_SIZE, Seen, SessionKey, SessionMemory, SimilarityRange
 
 FALL_TOLERANCE = 1e-4  # a similarity that fell by more than this after a step: the step is undone
 DEAF_AFTER = 1  # axes moved with the similarity unchanged before it counts as deaf (see the module doc)
@@ -72,7 +70,7 @@ class _Session:
 class Prepared:
     """What prepare decided: `profile` is the one the inner policy answers for (the request's, with any undo or
     return to the origin applied); `passes` is False while the similarity is deaf (no inner move is sent). Plain
-    data, no reference to the session (finish finds it by the profile id), so it may cross processes (the
+    data, no reference to the session (finish finds it by its key), so it may cross processes (the
     service's guard lives in serve.persona_sessions, a deployment of its own)."""
 
     request: AiProfile
@@ -81,6 +79,7 @@ class Prepared:
     passes: bool
     notes: tuple[str, ...]
     rejected: frozenset[Move]  # the session's rejected moves: finish drops them from the inner delta
+    key: SessionKey  # the session's, in the guard's memory
 
 
 class SimilarityGuard:
@@ -101,18 +100,11 @@ class SimilarityGuard:
         values = profile.personality_values()
         notes: list[str] = []
         with self._lock:
-            session = self._sessions.get(profile.id)
-            if session is not None and session.expected and not as_left(values, session.expected) \
-                    and not continues(values, similarity, session.expected, session.seen):
-                session = None  # another profile under this id: its steps and rejections are not this one's
-            if session is None:
-                session = _Session(origin=dict(values))
-            session.seen = remember(session.seen, values, similarity)
-            self._sessions.put(profile.id, session)
+            key, session, left = self._sessions.claim(profile.id, values, similarity, lambda: _Session(origin=dict(values)))
             session.similarities.add(similarity)
             before = similarity
             target = dict(values)
-            if session.step and as_left(values, session.expected) and similarity < session.before - FALL_TOLERANCE:
+            if session.step and left and similarity < session.before - FALL_TOLERANCE:
                 moved = ", ".join(f"{axis}{'+-'[_sign(to - was) < 0]}" for axis, (was, to) in session.step.items())
                 notes.append(f"similarity fell {session.before:.4f} -> {similarity:.4f} after the last step ({moved}): "
                              "undone, not moved that way again")
@@ -134,7 +126,7 @@ class SimilarityGuard:
                 target = back
             passes = not session.deaf
             rejected = frozenset(session.rejected)
-        return Prepared(profile, _moved_to(profile, target), before, passes, tuple(notes), rejected)
+        return Prepared(profile, _moved_to(profile, target), before, passes, tuple(notes), rejected, key)
 
     def finish(self, prepared: Prepared, inner: PersonalityDelta) -> tuple[PersonalityDelta, str]:
         """The delta to send: the inner delta on prepared.profile, less rejected moves (all of them while deaf),
@@ -142,7 +134,7 @@ class SimilarityGuard:
         notes = list(prepared.notes)
         kept = []
         with self._lock:
-            session = self._sessions.get(prepared.request.id)  # None only if dropped from the LRU since prepare
+            session = self._sessions.get(prepared.key)  # None only if dropped from the LRU since prepare
             if session is None:
                 session = _Session(origin=prepared.request.personality_values())
             for axis, amount in inner.adjustments:
@@ -159,7 +151,7 @@ class SimilarityGuard:
             session.step = {axis: (start.get(axis, 0.0), value) for axis, value in left.items()
                             if abs(value - start.get(axis, 0.0)) >= 1e-6}
             session.before = prepared.before
-            self._sessions.put(prepared.request.id, session)
+            self._sessions.put(prepared.key, session)
         return delta, f"Similarity guard: {'; '.join(notes)}." if notes else ""
 
 
