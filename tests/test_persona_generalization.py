@@ -14,7 +14,8 @@ import pytest
 from rollout.harnesses.persona import generators as generators_module
 from rollout.harnesses.persona.analysis import TRAIT_MARKERS, convergence, observed_convergence
 from rollout.harnesses.persona.client import (
-    EvidenceClientPolicy, ExpertClientPolicy, GuardedClientPolicy, HeuristicClientPolicy, play_episode,
+    EvidenceClientPolicy, ExpertClientPolicy, GuardedClientPolicy, HeuristicClientPolicy, UntoldClientPolicy,
+    play_episode, play_together,
 )
 from rollout.harnesses.persona.evidence_policy import LINEAR, QUADRATIC, EvidencePolicy, _whole_reciprocal
 from rollout.harnesses.persona.generators import AXIS_POOL, GENERATORS, MAX_AXES, MIN_AXES, FamilyPersona, family_persona
@@ -131,19 +132,6 @@ def test_a_step_that_lowered_similarity_is_undone_and_memory_is_bounded():
     assert "evolving" not in policy._sessions and len(policy._sessions) == 2
 
 
-class _OneClient:
-    """A policy as one client meets it: never told that a new profile begins (the service is not either)."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    def new_episode(self) -> None:
-        return None
-
-    def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
-        return self.inner.predict(profile, observation)
-
-
 @pytest.mark.parametrize("policy", [EvidenceClientPolicy, lambda: GuardedClientPolicy(ExpertClientPolicy())])
 @pytest.mark.parametrize("same_start", [False, True])
 def test_a_client_naming_every_profile_alike_is_served_as_one_naming_each_its_own(policy, same_start):
@@ -154,7 +142,7 @@ def test_a_client_naming_every_profile_alike_is_served_as_one_naming_each_its_ow
     another target)."""
     generator = GENERATORS["plainspoken"]
     one_start = family_persona("fit", generator.name, 0).start
-    own, alike = policy(), _OneClient(policy())
+    own, alike = policy(), UntoldClientPolicy(policy())
     for i in range(40):
         persona = family_persona("fit", generator.name, i)
         start = one_start if same_start else persona.start
@@ -171,21 +159,13 @@ def test_profiles_evolved_at_once_under_one_id_are_told_apart():
     (SessionMemory.claim) and converges as under an id of its own, all but the rare profile of one target that
     passes for a nudge of the other's (before: 0.075-0.575 of 200 fit personas a generator converged instead of
     0.740-0.895)."""
-    generator, policy, matched = GENERATORS["plainspoken"], EvidencePolicy(), 0
+    generator, policy, matched = GENERATORS["plainspoken"], UntoldClientPolicy(EvidenceClientPolicy()), 0
     for pair in range(20):
         personas = [family_persona("fit", generator.name, 2 * pair + j) for j in range(2)]
         expected = [play_episode(EvidenceClientPolicy(), p, generator, random.Random(j)) for j, p in enumerate(personas)]
-        profiles = [p.start.model_copy(update={"id": "mimic"}) for p in personas]
-        rngs, used = [random.Random(j) for j in range(2)], [0, 0]
-        for _ in range(10):
-            for j, persona in enumerate(personas):
-                if used[j] == 10 or convergence(profiles[j], persona.target) >= 0.9 and used[j]:
-                    continue
-                observation = generator.observe(persona.target, profiles[j], rngs[j])
-                profiles[j] = apply_correction(profiles[j], policy.predict(profiles[j], observation)[0])
-                used[j] += 1
-        matched += sum((used[j], convergence(profiles[j], p.target)) == (e.observations, e.final_convergence)
-                       for j, (p, e) in enumerate(zip(personas, expected)))
+        alike = [FamilyPersona(p.target, p.start.model_copy(update={"id": "mimic"})) for p in personas]
+        served = play_together(policy, alike, generator, [random.Random(j) for j in range(2)])
+        matched += sum(s == e for s, e in zip(served, expected))
     assert matched >= 38, matched
 
 

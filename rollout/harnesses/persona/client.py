@@ -58,19 +58,48 @@ def play_episode(
     policy: DeltaPolicy, persona: FamilyPersona, generator: Generator, rng: random.Random,
     max_observations: int = MAX_OBSERVATIONS,
 ) -> EpisodeResult:
+    return play_together(policy, [persona], generator, [rng], max_observations)[0]
+
+
+def play_together(
+    policy: DeltaPolicy, personas: list[FamilyPersona], generator: Generator, rngs: list[random.Random],
+    max_observations: int = MAX_OBSERVATIONS,
+) -> list[EpisodeResult]:
+    """Episodes of several profiles at once, one request each in turn (a client with several profiles in
+    flight); each persona observed with its own rng."""
+    if max_observations < 1:
+        raise ValueError(f"max_observations must be at least 1, got {max_observations}")
     policy.new_episode()
-    profile = persona.start
-    start = convergence(profile, persona.target)
-    responses: list[str] = []
-    final = start
+    profiles = [persona.start for persona in personas]
+    starts = [convergence(persona.start, persona.target) for persona in personas]
+    responses: list[list[str]] = [[] for _ in personas]
+    results: list[EpisodeResult | None] = [None] * len(personas)
     for used in range(1, max_observations + 1):
-        observation = generator.observe(persona.target, profile, rng)
-        responses.append(observation.response)
-        profile = apply_correction(profile, policy.predict(profile, observation))
-        final = convergence(profile, persona.target)
-        if final >= CONVERGED_AT:
-            return EpisodeResult(True, used, start, final, observed_convergence(profile, responses))
-    return EpisodeResult(False, max_observations, start, final, observed_convergence(profile, responses))
+        for j, persona in enumerate(personas):
+            if results[j] is not None:
+                continue
+            observation = generator.observe(persona.target, profiles[j], rngs[j])
+            responses[j].append(observation.response)
+            profiles[j] = apply_correction(profiles[j], policy.predict(profiles[j], observation))
+            final = convergence(profiles[j], persona.target)
+            if final >= CONVERGED_AT or used == max_observations:
+                observed = observed_convergence(profiles[j], responses[j])
+                results[j] = EpisodeResult(final >= CONVERGED_AT, used, starts[j], final, observed)
+    return results
+
+
+class UntoldClientPolicy:
+    """`inner` as the service meets a client: never told that a new profile begins (new_episode does nothing),
+    so only what the requests show tells profiles under one id apart (session_memory.SessionMemory.claim)."""
+
+    def __init__(self, inner: DeltaPolicy) -> None:
+        self.inner = inner
+
+    def new_episode(self) -> None:
+        return None
+
+    def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
+        return self.inner.predict(profile, observation)
 
 
 class EvidenceClientPolicy:
