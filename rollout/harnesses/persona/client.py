@@ -17,6 +17,7 @@ similarity guard, as the service answers every policy but the evidence one.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -100,6 +101,20 @@ class UntoldClientPolicy:
 
     def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
         return self.inner.predict(profile, observation)
+
+
+class ScaledClientPolicy:
+    """`inner`'s deltas as a client applies them at a confidence of its own (a learning rate, a trust), drawn by
+    `share` for each delta: RustyWorm's apply_correction multiplies every amount by it."""
+
+    def __init__(self, inner: DeltaPolicy, share: Callable[[], float]) -> None:
+        self.inner, self.share = inner, share
+
+    def new_episode(self) -> None:
+        self.inner.new_episode()
+
+    def predict(self, profile: AiProfile, observation: BehaviorObservation) -> PersonalityDelta:
+        return self.inner.predict(profile, observation).model_copy(update={"confidence": self.share()})
 
 
 class EvidenceClientPolicy:

@@ -28,7 +28,9 @@ Rules:
   or did not apply the delta) judges no step; the evidence gathered for that profile id is kept, since it is
   evidence about the same target, unless the profile is another one under the same id (a client naming
   every profile alike, or evolving several at once under one): that one gets a session of its own
-  (session_memory.SessionMemory.claim).
+  (session_memory.SessionMemory.claim). A client that applies one share of each delta (a confidence of its
+  own: session_memory.applied_share) has the step judged as it applied it, and the deltas that follow are
+  sent divided by that share, so that they land where they were meant to.
 - A similarity that never moves is no judge (a constant, or RustyWorm's default 0.0 from a client that does not
   compute one). Once it has stayed exactly the same while DEAF_AFTER axes of the profile were moved (a target
   lacks an axis or two, rarely three), the session is deaf: the axes moved on cues go back to where it found
@@ -75,7 +77,9 @@ from dataclasses import dataclass, field
 from rollout.harnesses.persona.analysis import CONVERGED_AT
 from rollout.harnesses.persona.lexicon import CHANNELS, axis_channel, read_text, self_description
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
-from rollout.harnesses.persona.session_memory import FLAT_CHANGE, MEMORY_SIZE, Seen, SessionMemory, SimilarityRange
+from rollout.harnesses.persona.session_memory import (
+    FLAT_CHANGE, MEMORY_SIZE, Seen, SessionMemory, SimilarityRange, applied_share,
+)
 
 MAX_STEPS = 32  # judged steps kept per session for the slope models (each request replays them)
 SIMILARITY_TOLERANCE = 1e-4
@@ -175,6 +179,8 @@ class _Session:
     resolution: float = 1.0  # how finely the client writes its similarity (1e-6: to 6 decimals; see _resolution)
     deaf: bool = False  # the similarity never moved although we did: text cues alone, which misread more than they read
     seen: list[Seen] = field(default_factory=list)  # the first and latest profiles with their similarities (continues)
+    before: dict[str, float] = field(default_factory=dict)  # the profile our last delta was sent for
+    share: float = 1.0  # the share of each delta the client applies (applied_share); we send 1/share of a move
 
 
 class EvidencePolicy:
@@ -194,10 +200,10 @@ class EvidencePolicy:
 
     def predict(self, profile: AiProfile, observation: BehaviorObservation) -> tuple[PersonalityDelta, float, str]:
         with self._lock:
-            session = self._session(profile, observation.similarity_to_target)
+            notes: list[str] = []
+            session = self._session(profile, observation.similarity_to_target, notes)
             similarity = similarity_before = observation.similarity_to_target
             start = profile.personality_values()
-            notes: list[str] = []
             if session.step is not None:  # the profile is as our last delta left it: that step is judged now
                 session.step.after = similarity
                 session.steps = [*session.steps[-(MAX_STEPS - 1):], session.step]
@@ -238,8 +244,10 @@ class EvidencePolicy:
             else:
                 moves = {axis: (start.get(axis, 0.0), value) for axis, value in final.items()}
             session.step = _Step(similarity_before, moves, probe if probe in moves else None)
+            session.before = start
+            sent = {axis: round(amount / session.share, 4) for axis, amount in applied.items()}
         # a new axis is added with the unscaled amount (apply_correction): the amount is its value
-        delta = PersonalityDelta(adjustments=[*applied.items(), *added.items()], confidence=1.0, source="Observation")
+        delta = PersonalityDelta(adjustments=[*sent.items(), *added.items()], confidence=1.0, source="Observation")
         summary = "; ".join(notes) if notes else "no axis of this profile has evidence yet: nothing moved"
         reasoning = f"evidence policy, observation {session.observations} of this profile: {summary}"
         return delta, 1.0, reasoning
@@ -411,10 +419,20 @@ class EvidencePolicy:
                 added[spec.names[0]] = round(estimate * weight / (weight + self.params.prior), 4)
         return added
 
-    def _session(self, profile: AiProfile, similarity: float) -> _Session:
+    def _session(self, profile: AiProfile, similarity: float, notes: list[str]) -> _Session:
         """The session this profile belongs to (session_memory: under its id, possibly a new one); one whose
-        last delta did not leave the profile so judges no step now."""
-        _, session, left = self._sessions.claim(profile.id, profile.personality_values(), similarity, _Session)
+        last delta did not leave the profile so judges no step now, unless the client applied one share of
+        that delta to every axis: then that is the step judged, and later deltas are sent divided by the share."""
+        values = profile.personality_values()
+        _, session, left = self._sessions.claim(profile.id, values, similarity, _Session)
+        step = session.step
+        if not left and step is not None and (share := applied_share(values, session.before, session.expected)):
+            session.share *= share
+            notes.append(f"the client applies {session.share:.2f} of each delta: sent as 1/{session.share:.2f} of a move")
+            if all(was == session.before.get(axis, 0.0) for axis, (was, _) in step.moves.items()):  # no undo in it
+                step.moves = {axis: (was, values[axis]) for axis, (was, _) in step.moves.items()}
+                session.last_change = {axis: to - was for axis, (was, to) in step.moves.items() if axis in session.last_change}
+                session.expected, left = values, True
         if not left:
             session.last_similarity, session.last_change, session.pending, session.step = None, {}, [], None
         return session

@@ -21,6 +21,9 @@ policy keeps its own) and judges it by the next similarity:
   nothing; with three, as the evidence policy waits for, the persona expert still left a constant similarity's
   profiles worse on average on two of the five generators (it often moves only one or two axes a step).
 - Otherwise the inner policy's delta passes, less its rejected moves.
+- A client that applies one share of each delta (a confidence or learning rate of its own: the profile arrives
+  at that share of the way on every axis moved, session_memory.applied_share) has that step judged as it
+  applied it, and later deltas are sent divided by the share, so that they land where the guard meant.
 
 The evidence policy (rollout.harnesses.persona.evidence_policy, the served default) is not wrapped: it judges
 its own steps with rules of the same names, and more. Its sign rule rejects an axis only when that axis's move
@@ -44,7 +47,9 @@ from dataclasses import dataclass, field
 from rollout.harnesses.persona.models import (
     AiProfile, BehaviorObservation, DeltaSource, PersonalityDelta, apply_correction,
 )
-from rollout.harnesses.persona.session_memory import MEMORY_SIZE, Seen, SessionKey, SessionMemory, SimilarityRange
+from rollout.harnesses.persona.session_memory import (
+    MEMORY_SIZE, Seen, SessionKey, SessionMemory, SimilarityRange, applied_share,
+)
 
 FALL_TOLERANCE = 1e-4  # a similarity that fell by more than this after a step: the step is undone
 DEAF_AFTER = 1  # axes moved with the similarity unchanged before it counts as deaf (see the module doc)
@@ -64,6 +69,8 @@ class _Session:
     rejected: set[Move] = field(default_factory=set)
     deaf: bool = False
     seen: list[Seen] = field(default_factory=list)  # the first and latest profiles with their similarities (continues)
+    sent_from: dict[str, float] = field(default_factory=dict)  # the profile our last delta was sent for
+    share: float = 1.0  # the share of each delta the client applies (applied_share); we send 1/share of a move
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,12 @@ class SimilarityGuard:
         notes: list[str] = []
         with self._lock:
             key, session, left = self._sessions.claim(profile.id, values, similarity, lambda: _Session(origin=dict(values)))
+            if not left and session.step and (share := applied_share(values, session.sent_from, session.expected)):
+                session.share *= share  # the client applies a share of each delta: judge what it did, send 1/share
+                notes.append(f"the client applies {session.share:.2f} of each delta: sent as 1/{session.share:.2f} of a move")
+                if all(was == session.sent_from.get(axis, 0.0) for axis, (was, _) in session.step.items()):  # no undo
+                    session.step = {axis: (was, values[axis]) for axis, (was, _) in session.step.items()}
+                    session.expected, left = values, True
             session.similarities.add(similarity)
             before = similarity
             target = dict(values)
@@ -151,8 +164,12 @@ class SimilarityGuard:
             session.step = {axis: (start.get(axis, 0.0), value) for axis, value in left.items()
                             if abs(value - start.get(axis, 0.0)) >= 1e-6}
             session.before = prepared.before
+            session.sent_from = prepared.request.personality_values()
             self._sessions.put(prepared.key, session)
-        return delta, f"Similarity guard: {'; '.join(notes)}." if notes else ""
+            # an added axis takes the unscaled amount (apply_correction): only the request's axes are scaled
+            sent = [(axis, round(amount / session.share, DECIMALS) if axis in session.sent_from else amount)
+                    for axis, amount in delta.adjustments]
+        return delta.model_copy(update={"adjustments": sent}), f"Similarity guard: {'; '.join(notes)}." if notes else ""
 
 
 def _sign(change: float) -> int:
