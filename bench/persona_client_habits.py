@@ -74,12 +74,12 @@ def play_habit(make_policy, habit: str, generator: str, count: int) -> list[Epis
             return [result for first in range(0, count, 2)
                     for result in play_together(policy, personas[first:first + 2], observe, rngs[first:first + 2])]
     draws = random.Random(f"client-shares-{generator}")
-    policy = {
-        "applied at 0.3": lambda: ScaledClientPolicy(policy, lambda: 0.3),
-        "applied at 1.5": lambda: ScaledClientPolicy(policy, lambda: 1.5),
-        "applied at 0.3-1.0 drawn": lambda: ScaledClientPolicy(policy, lambda: draws.uniform(0.3, 1.0)),
-        "blended with the heuristic": lambda: BlendingClient(policy),
-    }.get(habit, lambda: policy)()
+    shares = {"applied at 0.3": lambda: 0.3, "applied at 1.5": lambda: 1.5,
+              "applied at 0.3-1.0 drawn": lambda: draws.uniform(0.3, 1.0)}
+    if habit in shares:
+        policy = ScaledClientPolicy(policy, shares[habit])
+    elif habit == "blended with the heuristic":
+        policy = BlendingClient(policy)
     return [play_episode(policy, persona, observe, rng) for persona, rng in zip(personas, rngs)]
 
 

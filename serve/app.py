@@ -151,12 +151,17 @@ def _short(text: str) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "..."
 
 
+def _last_line(exc: Exception) -> str:
+    """The last line of an exception's message (a remote one's cause), shortened; empty for an empty message."""
+    lines = str(exc).strip().splitlines()
+    return _short(lines[-1] if lines else "")
+
+
 def _failure(exc: Exception) -> str:
-    """An exception as a reasoning quotes it: its type and the last line of its message (a remote one's cause)."""
+    """An exception as a reasoning quotes it: its type and its message's last line (a timeout: how long)."""
     if isinstance(exc, TimeoutError):
         return f"no answer within {CALL_TIMEOUT_S:.0f} s"
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {_short(lines[-1] if lines else '')}"
+    return f"{type(exc).__name__}: {_last_line(exc)}"
 
 
 def _held(why: str) -> PredictDeltaResponse:
@@ -329,7 +334,7 @@ class PolicyService(OpenAiIngress):
             grammar = reply_grammar(request.profile) if self.config.constrain_replies else None
             generation = await self.llm.generate.remote(prompt, sampling, [self.end_of_turn], None, grammar)
         except Exception as exc:  # the engine failed, or Serve could not reach it: a counted fallback, never a 500
-            return self._fallback(request, f"the policy engine failed ({_short(str(exc).strip().splitlines()[-1])})")
+            return self._fallback(request, f"the policy engine failed ({_last_line(exc)})")
         reply = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
         try:
             delta = parse_delta(reply, request.profile)
@@ -391,7 +396,7 @@ class PolicyService(OpenAiIngress):
         try:
             metrics = await self.trainer.update.remote(records, weights, LOSS_TYPES[request.loss_type])
         except RayError as exc:
-            detail = _short(str(exc).strip().splitlines()[-1])
+            detail = _last_line(exc)
             raise HTTPException(503, f"the policy update failed (the trajectories are stored): {detail}") from exc
         if metrics.get("nonfinite_grad_steps"):  # the learner's rule: the step was skipped
             detail = "the gradient was not finite: no step was taken, the weights and version are unchanged"

@@ -77,9 +77,7 @@ from dataclasses import dataclass, field
 from rollout.harnesses.persona.analysis import CONVERGED_AT
 from rollout.harnesses.persona.lexicon import CHANNELS, axis_channel, read_text, self_description
 from rollout.harnesses.persona.models import AiProfile, BehaviorObservation, PersonalityDelta
-from rollout.harnesses.persona.session_memory import (
-    FLAT_CHANGE, MEMORY_SIZE, Seen, SessionMemory, SimilarityRange, applied_share,
-)
+from rollout.harnesses.persona.session_memory import FLAT_CHANGE, MEMORY_SIZE, Seen, SessionMemory, SimilarityRange
 
 MAX_STEPS = 32  # judged steps kept per session for the slope models (each request replays them)
 SIMILARITY_TOLERANCE = 1e-4
@@ -179,7 +177,6 @@ class _Session:
     resolution: float = 1.0  # how finely the client writes its similarity (1e-6: to 6 decimals; see _resolution)
     deaf: bool = False  # the similarity never moved although we did: text cues alone, which misread more than they read
     seen: list[Seen] = field(default_factory=list)  # the first and latest profiles with their similarities (continues)
-    before: dict[str, float] = field(default_factory=dict)  # the profile our last delta was sent for
     share: float = 1.0  # the share of each delta the client applies (applied_share); we send 1/share of a move
 
 
@@ -244,7 +241,6 @@ class EvidencePolicy:
             else:
                 moves = {axis: (start.get(axis, 0.0), value) for axis, value in final.items()}
             session.step = _Step(similarity_before, moves, probe if probe in moves else None)
-            session.before = start
             sent = {axis: round(amount / session.share, 4) for axis, amount in applied.items()}
         # a new axis is added with the unscaled amount (apply_correction): the amount is its value
         delta = PersonalityDelta(adjustments=[*sent.items(), *added.items()], confidence=1.0, source="Observation")
@@ -423,16 +419,14 @@ class EvidencePolicy:
         """The session this profile belongs to (session_memory: under its id, possibly a new one); one whose
         last delta did not leave the profile so judges no step now, unless the client applied one share of
         that delta to every axis: then that is the step judged, and later deltas are sent divided by the share."""
-        values = profile.personality_values()
-        _, session, left = self._sessions.claim(profile.id, values, similarity, _Session)
-        step = session.step
-        if not left and step is not None and (share := applied_share(values, session.before, session.expected)):
-            session.share *= share
-            notes.append(f"the client applies {session.share:.2f} of each delta: sent as 1/{session.share:.2f} of a move")
-            if all(was == session.before.get(axis, 0.0) for axis, (was, _) in step.moves.items()):  # no undo in it
-                step.moves = {axis: (was, values[axis]) for axis, (was, _) in step.moves.items()}
-                session.last_change = {axis: to - was for axis, (was, to) in step.moves.items() if axis in session.last_change}
-                session.expected, left = values, True
+        claim = self._sessions.claim(profile.id, profile.personality_values(), similarity, _Session)
+        session, left = claim.session, claim.left
+        if claim.share is not None and session.step is not None:
+            notes.append(claim.adopt_share())
+            if (applied := claim.applied_moves(session.step.moves)) is not None:
+                session.step.moves = applied
+                session.last_change = {axis: to - was for axis, (was, to) in applied.items() if axis in session.last_change}
+                session.expected, left = session.seen[-1].values, True
         if not left:
             session.last_similarity, session.last_change, session.pending, session.step = None, {}, [], None
         return session

@@ -17,8 +17,8 @@ converged 0.000-0.010 of the profiles of a client with one id for all, and with 
 id 0.010-0.050, leaving 0.600-0.815 worse; told apart, 0.755-0.920 and 0.750-0.920, as with an id each.
 
 A client may also apply a share of each delta of its own (a confidence, a learning rate): `applied_share`
-reads it from the profile the next request brings, so that its owner can judge the step as applied and send
-later deltas divided by the share (the evidence policy converged 0.045-0.195 of such a client's profiles at a
+reads it from the profile the next request brings (in claim, which keeps it in the session's `share`), so that
+its owner can judge the step as applied (`Claim.applied_moves`) and send later deltas divided by the share (the evidence policy converged 0.045-0.195 of such a client's profiles at a
 share of 0.3 before, 0.745-0.915 after).
 """
 
@@ -43,13 +43,41 @@ SessionKey = tuple[str, int]  # (profile id, serial): one id may hold several se
 
 
 class Remembered(Protocol):
-    """What the memory reads of a session: where our last answer left the profile, and remember's profiles."""
+    """What the memory keeps of a session: where our last answer left the profile, remember's profiles, and the
+    share of each answer the client applies (applied_share; its owner sends 1/share of each move)."""
 
     expected: dict[str, float]
     seen: list[Seen]
+    share: float
 
 
 Session = TypeVar("Session", bound=Remembered)
+
+
+@dataclass(frozen=True)
+class Claim(Generic[Session]):
+    """The session a request belongs to (SessionMemory.claim) and how the profile arrived."""
+
+    key: SessionKey
+    session: Session
+    left: bool  # as the session's last answer left it
+    share: float | None = None  # the share of that answer the client applied, when it applied one (applied_share)
+    sent_for: dict[str, float] | None = None  # with a share: the profile that answer was sent for
+
+    def adopt_share(self) -> str:
+        """Take the share read into the session's (its owner sends 1/share of each move from now on); the note
+        that says so."""
+        self.session.share *= self.share
+        share = self.session.share
+        return f"the client applies {share:.2f} of each delta: sent as 1/{share:.2f} of a move"
+
+    def applied_moves(self, moves: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]] | None:
+        """The last step's moves (axis -> (from, to)) as the client applied them, when it applied a share of an
+        answer that started where it was sent (no undo in it: an undo's start was never reached); else None."""
+        if self.sent_for is None or any(was != self.sent_for.get(axis, 0.0) for axis, (was, _) in moves.items()):
+            return None
+        values = self.session.seen[-1].values
+        return {axis: (was, values[axis]) for axis, (was, _) in moves.items()}
 
 
 class SessionMemory(Generic[Session]):
@@ -64,11 +92,12 @@ class SessionMemory(Generic[Session]):
 
     def claim(
         self, profile_id: str, values: dict[str, float], similarity: float, new: Callable[[], Session],
-    ) -> tuple[SessionKey, Session, bool]:
+    ) -> Claim[Session]:
         """The session a request's profile (`values`, at `similarity`) belongs to, made the most recently used
-        with the profile remembered, and whether the profile is as that session's last answer left it:
+        with the profile remembered:
         - the id's most recently used session, if its answer left the profile so or the profile continues it
-          (`continues`: nudged, or back at a profile it saw with the same similarity);
+          (`continues`: nudged, moved by one share of that answer (the share read is in the claim), or back
+          at a profile it saw with the same similarity);
         - else another of the id's sessions whose answer left the profile so, unless the profile is back at one
           that session saw with another similarity (a start several profiles share, say: another target);
         - else a new one, `new()`.
@@ -79,21 +108,21 @@ class SessionMemory(Generic[Session]):
         if own:
             key, latest = own[0]
             if as_left(values, latest.expected):
-                return self._claimed(key, latest, values, similarity, True)
-            if continues(values, similarity, latest.expected, latest.seen):
-                return self._claimed(key, latest, values, similarity, False)
+                return self._claimed(Claim(key, latest, True), values, similarity)
+            sent_for = latest.seen[-1].values
+            share = applied_share(values, sent_for, latest.expected)
+            if continues(values, similarity, latest.expected, latest.seen, applied=share is not None):
+                return self._claimed(Claim(key, latest, False, share, None if share is None else sent_for), values, similarity)
         for key, session in own[1:]:
             if as_left(values, session.expected) and _agrees(values, similarity, session.seen) is not False:
-                return self._claimed(key, session, values, similarity, True)
+                return self._claimed(Claim(key, session, True), values, similarity)
         self._next_serial += 1
-        return self._claimed((profile_id, self._next_serial), new(), values, similarity, False)
+        return self._claimed(Claim((profile_id, self._next_serial), new(), False), values, similarity)
 
-    def _claimed(
-        self, key: SessionKey, session: Session, values: dict[str, float], similarity: float, left: bool,
-    ) -> tuple[SessionKey, Session, bool]:
-        session.seen = remember(session.seen, values, similarity)
-        self.put(key, session)
-        return key, session, left
+    def _claimed(self, claim: Claim[Session], values: dict[str, float], similarity: float) -> Claim[Session]:
+        claim.session.seen = remember(claim.session.seen, values, similarity)
+        self.put(claim.key, claim.session)
+        return claim
 
     def get(self, key: SessionKey) -> Session | None:
         return self._sessions.get(key)
@@ -106,8 +135,8 @@ class SessionMemory(Generic[Session]):
         serials.append(key[1])
         self._sessions[key] = session
         self._sessions.move_to_end(key)
-        if len(self._serials[key[0]]) > PER_ID:
-            self._drop((key[0], self._serials[key[0]][0]))
+        if len(serials) > PER_ID:
+            self._drop((key[0], serials[0]))
         while len(self._sessions) > self.size:
             self._drop(next(iter(self._sessions)))
 
@@ -151,20 +180,22 @@ class Seen:
     similarity: float
 
 
-def continues(values: dict[str, float], similarity: float, expected: dict[str, float], seen: list[Seen]) -> bool:
+def continues(
+    values: dict[str, float], similarity: float, expected: dict[str, float], seen: list[Seen], applied: bool = False,
+) -> bool:
     """Whether a profile that is not as our last delta left it (`expected`) is still the session's profile.
 
     Back at a profile the session saw (remember's first and latest: the client restarted it, or skipped our
     delta), the same target gives it the same similarity, and another target practically never does. Otherwise
-    it is the session's when it has no axis our delta did not leave and each axis sits within NUDGE of where the
-    delta left it (the client's own nudges), or when the client applied a share of our delta (applied_share);
-    another profile has other axes or other values. (A profile as our
-    delta left it is taken for the latest session's: asking the same of the similarity there would end sessions
-    at each return to a profile under a noisy similarity.)"""
+    it is the session's when the client applied one share of our delta (`applied`: applied_share found one),
+    or when it has no axis our delta did not leave and each axis sits within NUDGE of where the delta left it
+    (the client's own nudges); another profile has other axes or other values. (A profile as our delta left it
+    SessionMemory.claim takes for the latest session's: asking the same of the similarity there would end
+    sessions at each return to a profile under a noisy similarity.)"""
     agrees = _agrees(values, similarity, seen)
     if agrees is not None:
         return agrees
-    if applied_share(values, seen[-1].values, expected) is not None:  # our delta, applied in a share of its own
+    if applied:
         return True
     return values.keys() <= expected.keys() and all(abs(v - expected[a]) <= NUDGE for a, v in values.items())
 
@@ -218,6 +249,6 @@ class SimilarityRange:
 
 
 __all__ = [
-    "FLAT_CHANGE", "MATCH_TOLERANCE", "MEMORY_SIZE", "NUDGE", "PER_ID", "Seen", "SessionKey", "SessionMemory",
+    "Claim", "FLAT_CHANGE", "MATCH_TOLERANCE", "MEMORY_SIZE", "NUDGE", "PER_ID", "Seen", "SessionKey", "SessionMemory",
     "SimilarityRange", "applied_share", "as_left", "continues", "remember",
 ]

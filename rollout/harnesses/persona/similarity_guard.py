@@ -47,9 +47,7 @@ from dataclasses import dataclass, field
 from rollout.harnesses.persona.models import (
     AiProfile, BehaviorObservation, DeltaSource, PersonalityDelta, apply_correction,
 )
-from rollout.harnesses.persona.session_memory import (
-    MEMORY_SIZE, Seen, SessionKey, SessionMemory, SimilarityRange, applied_share,
-)
+from rollout.harnesses.persona.session_memory import MEMORY_SIZE, Seen, SessionKey, SessionMemory, SimilarityRange
 
 FALL_TOLERANCE = 1e-4  # a similarity that fell by more than this after a step: the step is undone
 DEAF_AFTER = 1  # axes moved with the similarity unchanged before it counts as deaf (see the module doc)
@@ -69,7 +67,6 @@ class _Session:
     rejected: set[Move] = field(default_factory=set)
     deaf: bool = False
     seen: list[Seen] = field(default_factory=list)  # the first and latest profiles with their similarities (continues)
-    sent_from: dict[str, float] = field(default_factory=dict)  # the profile our last delta was sent for
     share: float = 1.0  # the share of each delta the client applies (applied_share); we send 1/share of a move
 
 
@@ -107,13 +104,12 @@ class SimilarityGuard:
         values = profile.personality_values()
         notes: list[str] = []
         with self._lock:
-            key, session, left = self._sessions.claim(profile.id, values, similarity, lambda: _Session(origin=dict(values)))
-            if not left and session.step and (share := applied_share(values, session.sent_from, session.expected)):
-                session.share *= share  # the client applies a share of each delta: judge what it did, send 1/share
-                notes.append(f"the client applies {session.share:.2f} of each delta: sent as 1/{session.share:.2f} of a move")
-                if all(was == session.sent_from.get(axis, 0.0) for axis, (was, _) in session.step.items()):  # no undo
-                    session.step = {axis: (was, values[axis]) for axis, (was, _) in session.step.items()}
-                    session.expected, left = values, True
+            claim = self._sessions.claim(profile.id, values, similarity, lambda: _Session(origin=dict(values)))
+            key, session, left = claim.key, claim.session, claim.left
+            if claim.share is not None and session.step:  # the client applies a share of each delta: judge what it did
+                notes.append(claim.adopt_share())
+                if (applied := claim.applied_moves(session.step)) is not None:
+                    session.step, session.expected, left = applied, values, True
             session.similarities.add(similarity)
             before = similarity
             target = dict(values)
@@ -164,10 +160,10 @@ class SimilarityGuard:
             session.step = {axis: (start.get(axis, 0.0), value) for axis, value in left.items()
                             if abs(value - start.get(axis, 0.0)) >= 1e-6}
             session.before = prepared.before
-            session.sent_from = prepared.request.personality_values()
             self._sessions.put(prepared.key, session)
             # an added axis takes the unscaled amount (apply_correction): only the request's axes are scaled
-            sent = [(axis, round(amount / session.share, DECIMALS) if axis in session.sent_from else amount)
+            request = prepared.request.personality_values()
+            sent = [(axis, round(amount / session.share, DECIMALS) if axis in request else amount)
                     for axis, amount in delta.adjustments]
         return delta.model_copy(update={"adjustments": sent}), f"Similarity guard: {'; '.join(notes)}." if notes else ""
 
